@@ -37,27 +37,104 @@ LANDMARK_BONES = {
     "withers": "Torso2",
 }
 
-_MIN_SKIN = 12  # fewer dominant vertices than this and a bone's thickness is not measurable
+_MIN_SKIN = 12  # fewer dominant vertices than this and a bone's extent is not measurable
+TAIL_ROOT = "Tail1"
 
 
-def _skin_rms(template, j: int) -> np.ndarray | None:
-    """RMS bone-local |x| and |z| of the vertices that bone j dominates."""
-    dom = template.skin_joints[np.arange(len(template.vertices)), np.argmax(template.skin_weights, axis=1)]
+def _dominant(template) -> np.ndarray:
+    return template.skin_joints[np.arange(len(template.vertices)), np.argmax(template.skin_weights, axis=1)]
+
+
+def _skin_box(template, j: int, dom: np.ndarray) -> np.ndarray | None:
+    """(2, 3) min and max, in bone j's local axes, of the vertices bone j dominates."""
     v = template.vertices[dom == j]
     if len(v) < _MIN_SKIN:
         return None
     b = template.skeleton.rest_matrices[j]
     local = (v - b[:3, 3]) @ b[:3, :3]
-    return np.sqrt(np.mean(local[:, [0, 2]] ** 2, axis=0))
+    return np.stack([local.min(axis=0), local.max(axis=0)])
+
+
+def _chain(skeleton, name: str) -> list[int]:
+    """The single-child chain that starts at `name` (a tail), empty if the bone is absent."""
+    if name not in skeleton.joint_names:
+        return []
+    out = [skeleton.index(name)]
+    while True:
+        kids = skeleton.children(out[-1])
+        if len(kids) != 1:
+            return out
+        out.append(kids[0])
+
+
+def _box_map(box_s: np.ndarray, box_r: np.ndarray, ratio: float) -> np.ndarray:
+    """4x4 local affine taking the species' skin box onto the reference's, axis by axis."""
+    ext_s = box_s[1] - box_s[0]
+    ext_r = box_r[1] - box_r[0]
+    k = ext_r / np.maximum(ext_s, 1e-9)
+    # A box far out of proportion (a bone skinning a different body part) falls back to the
+    # global size ratio about the box centres, so it cannot blow points away.
+    bad = (k < 0.4 * ratio) | (k > 2.5 * ratio)
+    k = np.where(bad, ratio, k)
+    centre_s, centre_r = box_s.mean(axis=0), box_r.mean(axis=0)
+    m = np.eye(4)
+    m[:3, :3] = np.diag(k)
+    m[:3, 3] = centre_r - k * centre_s
+    return m
+
+
+def _tail_maps(species, reference, maps: np.ndarray, ratio: float) -> None:
+    """Tails with other bone counts map by arc length: a species' tail bone covering fraction
+    [s0, s1] of its tail goes onto the reference tail's [s0, s1], so tail tips meet."""
+    ss, sr = species.skeleton, reference.skeleton
+    cs, cr = _chain(ss, TAIL_ROOT), _chain(sr, TAIL_ROOT)
+    if not cs or not cr or [ss.joint_names[j] for j in cs] == [sr.joint_names[j] for j in cr]:
+        return
+    def polyline(sk, chain):
+        pts = np.concatenate([sk.rest_heads[chain], sk.rest_tails[chain[-1:]]])
+        cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+        return pts, cum / cum[-1]
+    pr, fr = polyline(sr, cr)
+    _, fs = polyline(ss, cs)
+    at = lambda f: np.array([np.interp(f, fr, pr[:, i]) for i in range(3)])  # noqa: E731
+    thick_s = np.sqrt(np.mean([_rms_radius(species, j) for j in cs]))
+    thick_r = np.sqrt(np.mean([_rms_radius(reference, j) for j in cr]))
+    perp = np.clip(thick_r / max(thick_s, 1e-9), 0.4 * ratio, 2.5 * ratio) if thick_s > 0 and thick_r > 0 else ratio
+    for i, j in enumerate(cs):
+        h, t = at(fs[i]), at(fs[i + 1])
+        axis = t - h
+        length = np.linalg.norm(axis)
+        # Target frame: the reference bone at the segment's middle, turned so Y follows the segment.
+        mid = cr[min(int(np.searchsorted(fr, 0.5 * (fs[i] + fs[i + 1]), side="right")) - 1, len(cr) - 1)]
+        y = axis / max(length, 1e-9)
+        x = sr.rest_frames[mid][:, 0] - y * (sr.rest_frames[mid][:, 0] @ y)
+        x /= max(np.linalg.norm(x), 1e-9)
+        frame = np.eye(4)
+        frame[:3, :3] = np.stack([x, y, np.cross(x, y)], axis=1)
+        frame[:3, 3] = h
+        d = np.diag([perp, length / max(ss.bone_lengths[j], 1e-9), perp, 1.0])
+        maps[j] = frame @ d @ rigid_inverse(ss.rest_matrices[j])
+
+
+def _rms_radius(template, j: int) -> float:
+    """Mean squared distance of bone j's skin from its axis (0 when it has too little skin)."""
+    dom = _dominant(template)
+    v = template.vertices[dom == j]
+    if len(v) < _MIN_SKIN:
+        return 0.0
+    b = template.skeleton.rest_matrices[j]
+    local = (v - b[:3, 3]) @ b[:3, :3]
+    return float(np.mean(local[:, 0] ** 2 + local[:, 2] ** 2))
 
 
 def bone_maps(species, reference) -> np.ndarray:
     """(J_species, 4, 4) affine maps A_j from the species' rest space into Q.
 
     One rig, several builds: a species may lack bones of the reference (the bull has no ear
-    bones, the deer a short tail) or add bones at the end of a chain (the fox's Tail8). Extra
-    bones follow the map of their nearest shared ancestor. Shared bones must have the same
-    parents; anything else is a rig that does not match.
+    bones, the deer a short tail), add bones at the end of a chain (the fox's Tail8), or hang a
+    bone off a neighbour (the fox's ears hang off the neck). Maps depend only on rest frames and
+    skin, so parents may differ; extra bones follow the map of their nearest shared ancestor.
+    A rig with another root, or sharing fewer than half the reference's bones, does not match.
     """
     ss, sr = species.skeleton, reference.skeleton
     shared = [n for n in ss.joint_names if n in sr.joint_names]
@@ -71,22 +148,22 @@ def bone_maps(species, reference) -> np.ndarray:
             p = int(ss.parents[p])
         return p
 
-    global_ratio = reference.body_length / species.body_length
+    ratio = reference.body_length / species.body_length
+    dom_s, dom_r = _dominant(species), _dominant(reference)
     maps = np.zeros((ss.num_joints, 4, 4))
     for j, name in enumerate(ss.joint_names):
         if name not in sr.joint_names:
             maps[j] = maps[shared_ancestor(j)]
             continue
         r = sr.index(name)
-        rs, rr = _skin_rms(species, j), _skin_rms(reference, r)
-        if rs is None or rr is None:
-            perp = np.array([global_ratio, global_ratio])
+        box_s, box_r = _skin_box(species, j, dom_s), _skin_box(reference, r, dom_r)
+        if box_s is None or box_r is None:
+            axial = sr.bone_lengths[r] / max(ss.bone_lengths[j], 1e-9)
+            local = np.diag([ratio, axial, ratio, 1.0])
         else:
-            # Clamp: a bone whose skin is unusually shaped must not blow points away.
-            perp = np.clip(rr / np.maximum(rs, 1e-9), 0.5 * global_ratio, 2.0 * global_ratio)
-        axial = sr.bone_lengths[r] / max(ss.bone_lengths[j], 1e-9)
-        d = np.diag([perp[0], axial, perp[1], 1.0])
-        maps[j] = sr.rest_matrices[r] @ d @ rigid_inverse(ss.rest_matrices[j])
+            local = _box_map(box_s, box_r, ratio)
+        maps[j] = sr.rest_matrices[r] @ local @ rigid_inverse(ss.rest_matrices[j])
+    _tail_maps(species, reference, maps, ratio)
     return maps
 
 
@@ -117,7 +194,7 @@ def landmarks(template, points: np.ndarray | None = None) -> dict[str, np.ndarra
     points = template.vertices if points is None else points
     v = template.vertices
     sk = template.skeleton
-    dom = template.skin_joints[np.arange(len(v)), np.argmax(template.skin_weights, axis=1)]
+    dom = _dominant(template)
     band = 0.02 * template.body_length
     out = {}
     for name, bone in LANDMARK_BONES.items():
@@ -127,7 +204,9 @@ def landmarks(template, points: np.ndarray | None = None) -> dict[str, np.ndarra
             chain = [j] + sk.descendants(j)
             skinned = [c for c in chain if np.any(dom == c)]
             j = max(skinned, key=lambda c: len(sk.chain_to_root(c))) if skinned else j
-        idx = np.nonzero(dom == j)[0]
+        # Hooves and paws are skinned to the foot bones below the lower leg in some rigs.
+        bones = [j] + (sk.descendants(j) if name.endswith("hoof") else [])
+        idx = np.nonzero(np.isin(dom, bones))[0]
         if len(idx) == 0:
             raise DualPMError(f"{template.species}: bone {bone} has no skin, cannot place {name}")
         if name == "nose_tip":
@@ -135,8 +214,16 @@ def landmarks(template, points: np.ndarray | None = None) -> dict[str, np.ndarra
         elif name.endswith("hoof"):
             score = -v[idx, 2]  # lowest
         elif name == "tail_tip":
-            score = np.linalg.norm(v[idx] - sk.rest_heads[sk.index("Tail1")], axis=1)
-        else:  # withers: the top of the back above the front legs
+            # Furthest along the last bone's own axis: a curled tail (the shiba's) has its tip
+            # there, not at the point furthest from the root.
+            b = sk.rest_matrices[j]
+            score = (v[idx] - b[:3, 3]) @ b[:3, 1]
+        else:
+            # Withers: the top of the back right above the front shoulders.
+            shoulders = [sk.index(n) for n in ("FrontShoulder.L", "FrontShoulder.R") if n in sk.joint_names]
+            y = sk.rest_heads[shoulders, 1].mean() if shoulders else sk.rest_heads[j, 1]
+            body = [k for k, n in enumerate(sk.joint_names) if n.startswith("Torso")] or [j]
+            idx = np.nonzero(np.isin(dom, body) & (np.abs(v[:, 1] - y) < 0.05 * template.body_length))[0]
             score = v[idx, 2]
         sel = idx[score >= score.max() - band]
         out[name] = points[sel].mean(axis=0)

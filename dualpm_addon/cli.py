@@ -46,13 +46,17 @@ def main(argv=None) -> int:
     parser, sub = build_parser()
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        if argv and argv[0] not in ("-h", "--help", "--version"):
-            print(f"dualpm: unknown command {argv[0]!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
-            return 2
-        parser.parse_args(argv)
+    if argv and argv[0] == "--version":
+        from . import __version__
+
+        print(f"dualpm {__version__}")
+        return 0
+    if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
+    if argv[0] not in COMMANDS:
+        print(f"dualpm: unknown command {argv[0]!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
     name = argv[0]
     module_name, help_ = COMMANDS[name]
     try:

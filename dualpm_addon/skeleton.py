@@ -41,6 +41,10 @@ class Skeleton:
         for a, shape in (("rest_heads", (j, 3)), ("rest_tails", (j, 3)), ("rest_frames", (j, 3, 3))):
             if np.shape(getattr(self, a)) != shape:
                 raise DualPMError(f"skeleton: {a} has shape {np.shape(getattr(self, a))}, expected {shape}")
+        # Frames stored as float32 drift off orthonormal by ~1e-7; snap them to the nearest
+        # rotation so rigid inverses are exact and the rest pose reproduces the rest mesh.
+        u, _, vt = np.linalg.svd(np.asarray(self.rest_frames, dtype=np.float64))
+        object.__setattr__(self, "rest_frames", u @ vt)
         if j == 0 or parents[0] != -1 or np.any(parents[1:] >= np.arange(1, j)) or np.any(parents[1:] < 0):
             raise DualPMError("skeleton: joint 0 must be the only root and every parent must come before its child")
 
