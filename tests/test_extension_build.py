@@ -49,9 +49,16 @@ print("ENABLED", enabled[0])
 """
 
 
-def test_zip_installs_and_enables_in_blender(built_zip, tmp_path):
+BLENDERS = {"5.0": sys.executable, "4.2": os.path.join(ROOT, ".venv42", "bin", "python")}
+
+
+@pytest.mark.parametrize("version", sorted(BLENDERS))
+def test_zip_installs_and_enables_in_blender(built_zip, tmp_path, version):
+    python = BLENDERS[version]
+    if not os.path.exists(python):
+        pytest.fail(f"{python} is missing: run `bash scripts/setup.sh` (it makes the 4.2 LTS environment)")
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
-    proc = subprocess.run([sys.executable, "-c", INSTALL, built_zip], capture_output=True, text=True, env=env,
+    proc = subprocess.run([python, "-c", INSTALL, built_zip], capture_output=True, text=True, env=env,
                           cwd=str(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "ENABLED bl_ext.user_default.dualpm" in proc.stdout
