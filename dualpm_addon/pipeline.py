@@ -1,0 +1,328 @@
+"""Photo to reconstruction, the bpy-free half of "Reconstruct from photo".
+
+The Blender operators, `dualpm reconstruct` and the benchmarks all run this: decode (the caller's
+job: Blender decodes through bpy, the command line through image_io), crop and infer
+(preprocess.predict_photo with any predictor: the server client or the in-process Runner),
+extract the amodal points, fit the skeleton, and give every point a rest position so that the
+fitted rig deforms the cloud back onto the photo. The result is numpy only; turning it into a
+Blender scene is operators/' job.
+
+Progress goes to a `report(stage, fraction)` callback; a `cancelled()` callable is checked between
+stages (a cancelled request raises Cancelled). `Job` runs any such function on a worker thread so
+the UI can poll it from a timer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import __version__, camera, pointmap
+from .errors import DualPMError
+
+STAGES = ("load", "inference", "fit", "import")
+MIN_POINTS = 50  # fewer kept points than this and there is nothing to fit
+
+
+class Cancelled(Exception):
+    """The user cancelled the request (Esc in Blender, Ctrl-C on the command line)."""
+
+
+@dataclass
+class PhotoInput:
+    """A decoded photo: rgb (H, W, 3) uint8 sRGB row 0 at the top; mask (H, W) bool or None."""
+
+    rgb: np.ndarray
+    mask: np.ndarray | None
+    focal_mm: float | None
+    source: str  # the file name, for messages
+    path: str = ""
+    sha256: str = ""
+
+
+@dataclass
+class Settings:
+    occupancy_threshold: float = pointmap.OCCUPANCY_THRESHOLD
+    confidence_threshold: float = pointmap.CONFIDENCE_THRESHOLD
+    surface_pull: float = 0.0
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Reconstruction:
+    """Everything the scene needs, in the photo's OpenCV camera space or the animal's model space.
+
+    points: extract_points' dict (P camera space, Q, layer, confidence, colour, pixel in the crop)
+    point_rest (N, 3): model-space rest positions that the fitted pose skins onto P exactly;
+    point_skin_joints/weights (N, 4); point_matched (N,) bool (Q matched the template).
+    fit: fit_skeleton.SkeletonFit (rest skeleton, pose, model_to_camera, surface mesh, residuals).
+    photo_intrinsics (3, 3) in the photo's pixels; photo_size (H, W); crop_box (4,).
+    """
+
+    source: str
+    path: str
+    sha256: str
+    photo_size: tuple[int, int]
+    photo_intrinsics: np.ndarray
+    crop_box: np.ndarray
+    points: dict
+    point_rest: np.ndarray
+    point_skin_joints: np.ndarray
+    point_skin_weights: np.ndarray
+    point_matched: np.ndarray
+    fit: object
+    template: object
+    model_version: str
+    settings: dict
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def num_points(self) -> int:
+        return int(len(self.points["P"]))
+
+    def provenance(self) -> dict:
+        return {"dualpm_version": __version__, "model_version": self.model_version,
+                "input_file": self.path or self.source, "input_sha256": self.sha256,
+                "parameters": dict(self.settings, crop_box=[round(float(v), 2) for v in self.crop_box],
+                                   focal_px=round(float(self.photo_intrinsics[0, 0]), 3))}
+
+    def summary(self) -> dict:
+        fit = self.fit
+        return {
+            "photo": self.source, "sha256": self.sha256, "status": "ok",
+            "model_version": self.model_version, "dualpm_version": __version__,
+            "photo_size": [int(self.photo_size[1]), int(self.photo_size[0])],
+            "points_kept": self.num_points, "points_matched": int(self.point_matched.sum()),
+            "bones_fitted": int(np.sum((np.asarray(fit.flags) & 1) == 0)), "bones": int(len(fit.joint_names)),
+            "bones_flagged": fit.bone_flags(),
+            "fit_residual_rms_m": float(fit.residual_rms), "fit_residual_median_m": float(fit.residual_median),
+            "fit_inlier_fraction": float(fit.inlier_fraction), "body_length_m": float(fit.body_length),
+            "focal_px": float(self.photo_intrinsics[0, 0]),
+            "timings_s": {k: round(float(v), 4) for k, v in self.timings.items()},
+            "parameters": self.settings,
+        }
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_version(predictor) -> str:
+    meta = getattr(predictor, "metadata", None) or {}
+    return str(meta.get("model_version", "unknown"))
+
+
+def photo_intrinsics_from_crop(k_crop: np.ndarray, box, size: int) -> np.ndarray:
+    """The photo's K from a crop's K (the inverse of camera.crop_intrinsics)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    sx, sy = size / (x1 - x0), size / (y1 - y0)
+    k = np.asarray(k_crop, dtype=np.float64).copy()
+    k[0, 2] += x0 * sx
+    k[1, 2] += y0 * sy
+    k[0, :] /= sx
+    k[1, :] /= sy
+    return k
+
+
+def unskin(points_model: np.ndarray, skeleton, rotations: np.ndarray, skin_joints: np.ndarray,
+           skin_weights: np.ndarray) -> np.ndarray:
+    """Rest positions x with sum_k w_k S_k x = p for posed model-space points p (N, 3).
+
+    Linear blend skinning is affine per point, so its inverse is one 3x3 solve per point; this is
+    exactly what Blender's Armature modifier undoes when it skins the rest positions back.
+    """
+    g = skeleton.forward_kinematics(rotations)
+    s = skeleton.skinning_matrices(g)
+    blended = np.einsum("nk,nkij->nij", np.asarray(skin_weights, dtype=np.float64), s[np.asarray(skin_joints), :3, :])
+    rhs = np.asarray(points_model, dtype=np.float64) - blended[:, :, 3]
+    return np.linalg.solve(blended[:, :, :3], rhs[..., None])[..., 0]
+
+
+def _check(cancelled) -> None:
+    if cancelled is not None and cancelled():
+        raise Cancelled("cancelled")
+
+
+def reconstruct(predictor, photo: PhotoInput, template=None, settings: Settings | None = None,
+                report=None, cancelled=None, timings: dict | None = None) -> Reconstruction:
+    """Crop and infer, extract points, fit; every failure the user can cause is a DualPMError."""
+    from . import preprocess
+    from . import template as template_mod
+
+    settings = settings or Settings()
+    report = report or (lambda stage, fraction: None)
+    timings = {} if timings is None else timings
+    template = template or template_mod.load_default()
+
+    _check(cancelled)
+    report("inference", 0.0)
+    t0 = time.perf_counter()
+    pm = preprocess.predict_photo(predictor, photo.rgb, photo.mask, photo.focal_mm, photo.source)
+    timings["inference"] = time.perf_counter() - t0
+    _check(cancelled)
+
+    return from_pointmap(pm, photo, predictor_version=model_version(predictor), template=template,
+                         settings=settings, report=report, cancelled=cancelled, timings=timings)
+
+
+def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown", template=None,
+                  settings: Settings | None = None, report=None, cancelled=None,
+                  timings: dict | None = None) -> Reconstruction:
+    """The part after inference: points, fit and rest positions, from a photo's dual point map
+    (preprocess.predict_photo's dict: the crop's map with crop_box, photo_size and focal_mm)."""
+    from . import fit_skeleton
+    from . import template as template_mod
+
+    settings = settings or Settings()
+    report = report or (lambda stage, fraction: None)
+    timings = {} if timings is None else timings
+    template = template or template_mod.load_default()
+    report("fit", 0.0)
+    t0 = time.perf_counter()
+    pts = pointmap.extract_points(pm, settings.occupancy_threshold, settings.confidence_threshold)
+    n = len(pts["P"])
+    if n < MIN_POINTS:
+        raise DualPMError(f"no animal found in {photo.source} (only {n} points pass the occupancy "
+                          f"{settings.occupancy_threshold} and confidence {settings.confidence_threshold} thresholds)")
+    options = fit_skeleton.FitOptions(surface_pull=settings.surface_pull, seed=settings.seed, point_weights=True)
+    fit = fit_skeleton.fit(pts["P"], pts["Q"], template, index=_index(template), prior=_prior(),
+                           options=options)
+    # Rest positions of the points under the fitted pose (model space), for the Armature modifier.
+    m_inv = np.linalg.inv(fit.model_to_camera)
+    p_model = np.asarray(pts["P"], dtype=np.float64) @ m_inv[:3, :3].T + m_inv[:3, 3]
+    rest = unskin(p_model, fit.rest_skeleton, fit.rotations, fit.point_skin_joints, fit.point_skin_weights)
+    timings["fit"] = time.perf_counter() - t0
+    _check(cancelled)
+
+    h, w = (int(v) for v in np.asarray(pm.get("photo_size", pm["P"].shape[1:3])))
+    size = pm["P"].shape[1]
+    box = np.asarray(pm.get("crop_box", (0.0, 0.0, float(w), float(h))), dtype=np.float64)
+    k_crop = getattr(fit, "intrinsics", None)
+    k_crop = pm["intrinsics"] if k_crop is None else k_crop
+    return Reconstruction(
+        source=photo.source, path=photo.path, sha256=photo.sha256, photo_size=(h, w),
+        photo_intrinsics=photo_intrinsics_from_crop(k_crop, box, size), crop_box=box, points=pts,
+        point_rest=rest.astype(np.float32), point_skin_joints=np.asarray(fit.point_skin_joints),
+        point_skin_weights=np.asarray(fit.point_skin_weights), point_matched=np.asarray(fit.point_valid, dtype=bool),
+        fit=fit, template=template, model_version=predictor_version,
+        settings=dict(settings.as_dict(), focal_mm=float(pm.get("focal_mm", 0.0)),
+                      focal_from_exif=bool(pm.get("focal_from_exif", False))),
+        timings=timings)
+
+
+_CACHE: dict = {}
+
+
+def _index(template):
+    """The template's KD-tree index, built once per template (about 0.1 s) and reused."""
+    from . import correspondence
+
+    key = ("index", id(template))
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = (template, correspondence.build_index(template))
+    return _CACHE[key][1]
+
+
+def _prior():
+    from . import fit_skeleton
+
+    if "prior" not in _CACHE:
+        _CACHE["prior"] = fit_skeleton.load_pose_prior()
+    return _CACHE["prior"]
+
+
+class Job:
+    """Run fn(report, cancelled) on a daemon thread; poll() from a UI timer.
+
+    The function's exceptions are kept (with the traceback text, for the console) and re-raised
+    by result(). cancel() sets the flag and calls the cancel hooks (the inference client's
+    cancel aborts the HTTP request in flight), so Esc never waits for a slow stage to finish.
+    """
+
+    def __init__(self, fn, name: str = "dualpm-job"):
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._hooks = []
+        self.stage, self.fraction = "queued", 0.0
+        self.started = time.perf_counter()
+        self._result = None
+        self.error: BaseException | None = None
+        self.traceback = ""
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "Job":
+        self._thread.start()
+        return self
+
+    def _report(self, stage: str, fraction: float) -> None:
+        with self._lock:
+            self.stage, self.fraction = stage, float(fraction)
+
+    def _run(self):
+        try:
+            self._result = self._fn(self._report, self._cancel.is_set)
+        except BaseException as e:  # noqa: BLE001 - handed to the UI thread, which reports it
+            self.error = e
+            self.traceback = traceback.format_exc()
+        finally:
+            self._done.set()
+
+    def add_cancel_hook(self, hook) -> None:
+        self._hooks.append(hook)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        for hook in self._hooks:
+            try:
+                hook()
+            except Exception:  # a failing hook must not keep the others from running
+                pass
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def progress(self) -> tuple[str, float]:
+        with self._lock:
+            return self.stage, self.fraction
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def result(self):
+        if not self.done:
+            raise RuntimeError("job still running")
+        if self.error is not None:
+            raise self.error
+        return self._result
+
+
+def stage_fraction(stage: str, fraction: float) -> float:
+    """Overall progress 0..1 from a stage and its own fraction (stages weighted equally)."""
+    if stage not in STAGES:
+        return 0.0
+    return (STAGES.index(stage) + min(max(fraction, 0.0), 1.0)) / len(STAGES)
+
+
+def file_name(path: str) -> str:
+    return os.path.basename(os.fspath(path))

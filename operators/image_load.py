@@ -1,0 +1,100 @@
+"""Photos decoded by Blender itself, so every format Blender reads works (JPEG, PNG, WebP, TIFF,
+EXR, HDR, ...), into the core's arrays: rgb (H, W, 3) uint8 sRGB with row 0 at the top.
+
+Blender stores rows bottom-up and gives byte images as their stored values / 255 and float images
+as scene-linear floats; the latter are tone-mapped by image_io.linear_to_srgb8, as the command line
+does. Blender ignores EXIF orientation, and so does this (the camera background shows the same
+pixels the model saw). The EXIF focal length, which bpy does not expose, is read with Pillow when
+Pillow is there.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+import numpy as np
+
+from ._core import core
+
+ALPHA_MIN_FRACTION = 0.01  # as image_io: alpha is a mask only where it marks something out
+
+
+def load(path: str):
+    """(image, created): the image datablock for `path` (an existing one is reused untouched)."""
+    err = core("errors").DualPMError
+    path = bpy.path.abspath(path) if path.startswith("//") else path
+    name = os.path.basename(path) or path
+    if not path or not os.path.isfile(path):
+        raise err(f"{path or 'no photo chosen'}: no such file")
+    before = set(bpy.data.images)
+    try:
+        image = bpy.data.images.load(path, check_existing=True)
+    except RuntimeError as e:
+        raise err(f"{name}: Blender cannot read it ({str(e).splitlines()[0]})") from None
+    created = image not in before
+    if image.size[0] * image.size[1] == 0 or not image.has_data:
+        if created:
+            bpy.data.images.remove(image)
+        raise err(f"{name}: not an image Blender can read (unknown format or damaged file)")
+    return image, created
+
+
+def pixels(image) -> np.ndarray:
+    """(H, W, 4) float32, row 0 at the top, as Blender holds them."""
+    w, h = image.size
+    if w * h == 0:
+        raise core("errors").DualPMError(f"{image.name}: the image has no pixels")
+    buf = np.empty(w * h * 4, dtype=np.float32)
+    image.pixels.foreach_get(buf)
+    return buf.reshape(h, w, 4)[::-1]
+
+
+def to_rgb8(image, rgba: np.ndarray) -> np.ndarray:
+    if image.is_float:
+        return core("image_io").linear_to_srgb8(rgba[..., :3])
+    return np.clip(np.rint(rgba[..., :3] * 255.0), 0, 255).astype(np.uint8)
+
+
+def alpha_mask(rgba: np.ndarray, required: bool, name: str) -> np.ndarray | None:
+    """The alpha channel as a mask where it marks the animal out; with `required`, an error
+    when it does not (the user asked for the alpha mask)."""
+    mask = rgba[..., 3] >= 0.5
+    frac = float(mask.mean())
+    if ALPHA_MIN_FRACTION <= frac <= 1.0 - ALPHA_MIN_FRACTION:
+        return np.ascontiguousarray(mask)
+    if required:
+        raise core("errors").DualPMError(f"{name}: its alpha channel marks nothing out "
+                                         f"({frac * 100:.1f}% opaque); choose another mask")
+    return None
+
+
+def mask_from_image(image, shape: tuple[int, int]) -> np.ndarray:
+    """A mask image: its alpha where that marks something out, else its grey level > 0.5."""
+    err = core("errors").DualPMError
+    rgba = pixels(image)
+    if rgba.shape[:2] != tuple(shape):
+        raise err(f"mask {image.name} is {rgba.shape[1]}x{rgba.shape[0]}, the photo is {shape[1]}x{shape[0]}")
+    mask = alpha_mask(rgba, False, image.name)
+    if mask is None:
+        grey = to_rgb8(image, rgba).astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+        mask = grey > 127.5
+    if not mask.any():
+        raise err(f"mask {image.name} is empty (no pixel marks the animal)")
+    return mask
+
+
+def exif_focal_mm(path: str) -> float | None:
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(path) as im:
+            return core("image_io").exif_focal_35mm(im)
+    except Exception:  # no EXIF, or a format Pillow does not know: use the default focal length
+        return None
+
+
+def image_file_path(image) -> str:
+    return bpy.path.abspath(image.filepath, library=image.library) if image.filepath else ""
