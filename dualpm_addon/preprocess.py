@@ -1,0 +1,233 @@
+"""From a photo to the model's crop and back: find the animal, crop, resize, run, and record the
+crop's camera, giving the dual point map of dualpm_addon.pointmap.
+
+Two passes with any predictor that has `predict(image_uint8, mask_uint8 | None) -> dict`
+(dualpm_addon.inference.Runner in process, or dualpm_addon.client.InferenceClient):
+
+1. Find: the whole photo, letterboxed into a square (padded with the photo's border colour) and
+   resized to the model's size, mask 128 ("unknown"). Layer-0 occupancy > 0.5 marks the animal;
+   the largest 8-connected blob is taken. With a user mask, this pass is skipped and the mask's
+   bounding box is used instead.
+2. Crop: a square box around the blob, MARGIN of its longer side added on each side (it may
+   reach past the photo's edges: that part is padded), resampled with Lanczos filtering (Pillow,
+   antialiased) to the model's size, and run again (the user's mask cropped the same way, else 128).
+
+"No animal found": in either pass, when the largest blob covers less than MIN_AREA_FRACTION of
+the grid (0.5%: 128 of 160 x 160 pixels; in pass 1 an animal narrower than about 1/14 of the
+photo's longer side) or when fewer than MIN_CONFIDENT_FRACTION (half) of its pixels reach the
+inference confidence threshold (c >= 2, pointmap.CONFIDENCE_THRESHOLD).
+
+The result holds the map's arrays plus `intrinsics` of the crop's grid (camera.crop_intrinsics
+from the photo's intrinsics: the EXIF 35 mm-equivalent focal length when known, else
+DEFAULT_FOCAL_MM), `crop_box` (x0, y0, x1, y1 in photo pixels), `rgb` (the crop, for point
+colours), `photo_size` (H, W), `focal_mm` and `focal_from_exif`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from . import camera, pointmap
+from .errors import DualPMError
+from .inference import UNKNOWN_MASK
+
+MIN_AREA_FRACTION = 0.005
+MIN_CONFIDENT_FRACTION = 0.5
+MARGIN = 0.15
+MIN_BOX_PIXELS = 16.0  # smallest crop side in photo pixels: less is upsampling noise
+DEFAULT_FOCAL_MM = 50.0
+
+
+def letterbox_box(height: int, width: int) -> tuple[float, float, float, float]:
+    """The square box (x0, y0, x1, y1) centred on the photo that just contains it."""
+    side = float(max(height, width))
+    x0 = (width - side) / 2.0
+    y0 = (height - side) / 2.0
+    return x0, y0, x0 + side, y0 + side
+
+
+def border_colour(rgb: np.ndarray) -> np.ndarray:
+    """Median colour of the photo's outermost pixels: the padding for boxes past its edges."""
+    edge = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    return np.median(edge, axis=0).astype(np.uint8)
+
+
+def _padded_region(a: np.ndarray, box, fill):
+    """The integer region covering `box`, padded with `fill` where it leaves `a`; and the box
+    relative to that region."""
+    x0, y0, x1, y1 = box
+    h, w = a.shape[:2]
+    X0, Y0 = int(np.floor(x0)), int(np.floor(y0))
+    X1, Y1 = int(np.ceil(x1)), int(np.ceil(y1))
+    if X0 >= 0 and Y0 >= 0 and X1 <= w and Y1 <= h:
+        region = a[Y0:Y1, X0:X1]
+    else:
+        region = np.empty((Y1 - Y0, X1 - X0) + a.shape[2:], a.dtype)
+        region[...] = fill
+        sx0, sy0, sx1, sy1 = max(X0, 0), max(Y0, 0), min(X1, w), min(Y1, h)
+        if sx1 > sx0 and sy1 > sy0:
+            region[sy0 - Y0:sy1 - Y0, sx0 - X0:sx1 - X0] = a[sy0:sy1, sx0:sx1]
+    return np.ascontiguousarray(region), (x0 - X0, y0 - Y0, x1 - X0, y1 - Y0)
+
+
+def crop_resize(rgb: np.ndarray, box, size: int, fill=None) -> np.ndarray:
+    """(size, size, 3) uint8: the photo inside `box` (may reach past its edges), Lanczos-resampled."""
+    from PIL import Image
+
+    fill = border_colour(rgb) if fill is None else np.asarray(fill, np.uint8)
+    region, rbox = _padded_region(rgb, box, fill)
+    out = Image.fromarray(region, "RGB").resize((size, size), Image.Resampling.LANCZOS, box=rbox)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def crop_resize_mask(mask: np.ndarray, box, size: int) -> np.ndarray:
+    """(size, size) uint8 0/255 model mask from a bool photo mask (outside the photo: background)."""
+    from PIL import Image
+
+    region, rbox = _padded_region(mask.astype(np.uint8) * 255, box, 0)
+    out = Image.fromarray(region, "L").resize((size, size), Image.Resampling.BOX, box=rbox)
+    return np.where(np.asarray(out) >= 128, 255, 0).astype(np.uint8)
+
+
+def largest_blob(binary: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a bool image (all False when there is none)."""
+    if not binary.any():
+        return np.zeros_like(binary, dtype=bool)
+    try:
+        from scipy import ndimage
+
+        labels, n = ndimage.label(binary, structure=np.ones((3, 3), bool))
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        return labels == int(np.argmax(sizes))
+    except ImportError:
+        return _largest_blob_bfs(binary)
+
+
+def _largest_blob_bfs(binary: np.ndarray) -> np.ndarray:
+    h, w = binary.shape
+    seen = np.zeros_like(binary, dtype=bool)
+    best: list = []
+    for start in zip(*np.nonzero(binary)):
+        if seen[start]:
+            continue
+        seen[start] = True
+        comp, todo = [start], deque([start])
+        while todo:
+            i, j = todo.popleft()
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    a, b = i + di, j + dj
+                    if 0 <= a < h and 0 <= b < w and binary[a, b] and not seen[a, b]:
+                        seen[a, b] = True
+                        comp.append((a, b))
+                        todo.append((a, b))
+        if len(comp) > len(best):
+            best = comp
+    out = np.zeros_like(binary, dtype=bool)
+    rows, cols = zip(*best)
+    out[list(rows), list(cols)] = True
+    return out
+
+
+def animal_blob(result: dict, source: str) -> np.ndarray:
+    """Layer-0 occupancy's largest blob, or DualPMError("no animal found in SOURCE")."""
+    occ0 = np.asarray(result["occupancy"])[0]
+    blob = largest_blob(occ0 > pointmap.OCCUPANCY_THRESHOLD)
+    area = float(blob.mean())
+    if area < MIN_AREA_FRACTION:
+        raise DualPMError(f"no animal found in {source} (the largest animal-like region covers "
+                          f"{area * 100:.2f}% of the view, below {MIN_AREA_FRACTION * 100:.1f}%)")
+    confident = float((np.asarray(result["confidence"])[0][blob] >= pointmap.CONFIDENCE_THRESHOLD).mean())
+    if confident < MIN_CONFIDENT_FRACTION:
+        raise DualPMError(f"no animal found in {source} (the model is unsure: {confident * 100:.0f}% of the "
+                          f"animal-like region is confident, below {MIN_CONFIDENT_FRACTION * 100:.0f}%)")
+    return blob
+
+
+def square_box(bbox, margin: float = MARGIN, min_side: float = MIN_BOX_PIXELS):
+    """A square (x0, y0, x1, y1) around bbox with `margin` of its longer side on each side."""
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    side = max(x1 - x0, y1 - y0, 1e-6) * (1.0 + 2.0 * margin)
+    side = max(side, min_side)
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
+
+
+def grid_bbox_to_photo(blob: np.ndarray, box) -> tuple[float, float, float, float]:
+    """Bounding box (x0, y0, x1, y1) in photo pixels of a blob on the grid that covers `box`."""
+    rows, cols = np.nonzero(blob)
+    n = blob.shape[0]
+    x0, y0, x1, y1 = box
+    sx, sy = (x1 - x0) / blob.shape[1], (y1 - y0) / n
+    return (x0 + cols.min() * sx, y0 + rows.min() * sy, x0 + (cols.max() + 1) * sx, y0 + (rows.max() + 1) * sy)
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
+    rows, cols = np.nonzero(mask)
+    return float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)
+
+
+def model_size(predictor) -> int:
+    return int(getattr(predictor, "input_size", 160) or 160)
+
+
+def find_box(predictor, rgb: np.ndarray, mask: np.ndarray | None = None, source: str = "the photo"):
+    """Pass 1: the square crop box (x0, y0, x1, y1) around the animal, in photo pixels."""
+    if mask is not None:
+        if not mask.any():
+            raise DualPMError(f"no animal found in {source} (the mask is empty)")
+        return square_box(mask_bbox(mask))
+    size = model_size(predictor)
+    h, w = rgb.shape[:2]
+    lb = letterbox_box(h, w)
+    view = crop_resize(rgb, lb, size)
+    result = predictor.predict(view, np.full((size, size), UNKNOWN_MASK, np.uint8))
+    blob = animal_blob(result, source)
+    return square_box(grid_bbox_to_photo(blob, lb))
+
+
+def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
+                  focal_mm: float | None = None, source: str = "the photo") -> dict:
+    """Both passes on one decoded photo (H, W, 3 uint8; mask H x W bool or None): the dual point
+    map dict (pointmap.validate passes), with `crop_box` and the crop's `intrinsics`."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
+        raise DualPMError(f"{source}: expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool)
+        if mask.shape != (h, w):
+            raise DualPMError(f"{source}: mask is {mask.shape[1]}x{mask.shape[0]}, the photo is {w}x{h}")
+    size = model_size(predictor)
+    box = find_box(predictor, rgb, mask, source)
+    crop = crop_resize(rgb, box, size)
+    crop_mask = crop_resize_mask(mask, box, size) if mask is not None else None
+    result = predictor.predict(crop, crop_mask)
+    animal_blob(result, source)
+    focal_from_exif = focal_mm is not None and focal_mm > 0
+    focal = float(focal_mm) if focal_from_exif else DEFAULT_FOCAL_MM
+    k_photo = camera.intrinsics_from_focal_mm(focal, w, h)
+    out = {name: np.asarray(result[name], dtype=np.float32) for name in ("P", "Q", "occupancy", "confidence")}
+    out.update({
+        "intrinsics": camera.crop_intrinsics(k_photo, box, (size, size)).astype(np.float32),
+        "crop_box": np.asarray(box, dtype=np.float32),
+        "rgb": crop,
+        "photo_size": np.array([h, w], dtype=np.int32),
+        "focal_mm": np.float32(focal),
+        "focal_from_exif": np.bool_(focal_from_exif),
+    })
+    return pointmap.validate(out, source)
+
+
+def predict_file(predictor, path, mask_path=None) -> dict:
+    """Decode `path` (and a mask file, else the photo's own alpha) and run predict_photo."""
+    import os
+
+    from . import image_io
+
+    photo = image_io.read_photo(path)
+    mask = image_io.read_mask(mask_path, photo.size) if mask_path else photo.mask
+    return predict_photo(predictor, photo.rgb, mask, photo.focal_mm, os.path.basename(os.fspath(path)))
