@@ -1,0 +1,254 @@
+"""`dualpm eval --model FILE.onnx --data DIR --json REPORT`: the predictor's figures on held-out data.
+
+Runs the ONNX model with ONNX Runtime (what ships), on every .npz sample of DIR that training
+never saw: whole species (`dataset.HELD_OUT_SPECIES`, deer and wolf) and held-out clips of the
+seen species (`dataset.HELD_OUT_CLIPS`). Samples of the training split found in DIR are skipped.
+Each sample is evaluated twice: without a mask input (128 everywhere: the network finds the
+animal itself) and with the true mask given. Figures (dualpm_addon.metrics): PCK@0.1 of Q on
+visible pixels, amodal Chamfer in cm (raw, and aligned by translation + scale), both at horse
+scale (distances times horse body length / the species' body length) and in the species' own
+size, mask IoU, per-layer figures; per split, per species and beside the targets of issue 4.
+Also writes a report picture (REPORT with .png, or --png): for a few samples the photo, true and
+predicted masks, true and predicted Q as colours, and the true and predicted amodal clouds from
+the side (a novel view).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from dualpm_addon import metrics
+from dualpm_addon.errors import DualPMError
+
+TARGETS = {
+    "heldout_clips": {"pck": (">=", 0.85), "chamfer_cm_horse_scale": ("<=", 5.0), "mask_iou": (">=", 0.9)},
+    "unseen_species": {"pck": (">=", 0.70)},
+}
+OUTPUTS = ("P", "Q", "occupancy", "confidence")
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="the .onnx model")
+    p.add_argument("--data", required=True, help="folder of .npz samples (dualpm synth)")
+    p.add_argument("--json", required=True, help="the report to write")
+    p.add_argument("--png", help="the report picture (default: REPORT with .png)")
+    p.add_argument("--templates", default=".cache/templates", help="baked templates (body lengths for horse scale)")
+    p.add_argument("--max-per-split", type=int, default=0, help="evaluate at most this many samples per split (0: all)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    p.add_argument("--include-train", action="store_true", help="also evaluate samples of the training split (a sanity check)")
+
+
+def body_lengths(templates_dir: str, species: set[str]) -> dict[str, float]:
+    from dualpm_addon import template
+
+    out = {}
+    for s in species:
+        path = os.path.join(templates_dir, f"{s}.npz")
+        if os.path.isfile(path):
+            out[s] = template.load(path).body_length
+    return out
+
+
+def session(model: str, threads: int = 0):
+    import onnxruntime as ort
+
+    if not os.path.isfile(model):
+        raise DualPMError(f"--model {model}: no such file")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    prov = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    try:
+        return ort.InferenceSession(model, opts, providers=prov)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise DualPMError(f"--model {model}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+
+
+def check(value: float, rule: tuple) -> bool:
+    op, target = rule
+    return bool(np.isfinite(value) and (value >= target if op == ">=" else value <= target))
+
+
+def with_targets(split_name: str, summary: dict) -> dict:
+    out = {}
+    for key, rule in TARGETS.get(split_name, {}).items():
+        v = summary.get(key, float("nan"))
+        out[key] = {"value": v, "target": f"{rule[0]} {rule[1]}", "met": check(v, rule)}
+    return out
+
+
+def _summary(rows: list[dict]) -> dict:
+    s = metrics.summarise([r["own"] for r in rows])
+    horse = metrics.summarise([r["horse"] for r in rows])
+    s["chamfer_cm_horse_scale"] = horse["chamfer_cm"]
+    s["chamfer_aligned_cm_horse_scale"] = horse["chamfer_aligned_cm"]
+    return s
+
+
+def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, progress=True):
+    from training.dataset import load_sample, mask_input, sample_meta
+
+    results, shown = {}, []
+    total = sum(len(v) for v in files_by_split.values())
+    done, t0 = 0, time.time()
+    for split_name, files in files_by_split.items():
+        rows = {"no_mask": [], "mask_given": []}
+        species_rows: dict = {}
+        for i in range(0, len(files), batch):
+            chunk = files[i:i + batch]
+            samples = [load_sample(f) for f in chunk]
+            metas = [sample_meta(f) for f in chunk]
+            image = np.stack([s["rgb"] for s in samples]).astype(np.uint8)
+            for mode in ("no_mask", "mask_given"):
+                mask = np.stack([mask_input(np.asarray(s["mask"], bool), mode == "mask_given") for s in samples])
+                outs = dict(zip(OUTPUTS, sess.run(list(OUTPUTS), {"image": image, "mask": mask})))
+                for j, (s, m) in enumerate(zip(samples, metas)):
+                    pred = {k: outs[k][j] for k in OUTPUTS}
+                    true = {k: np.nan_to_num(np.asarray(s[k], np.float32)) for k in ("P", "Q", "occupancy")}
+                    scale = metrics.REFERENCE_BODY_LENGTH / lengths.get(m["species"], metrics.REFERENCE_BODY_LENGTH)
+                    own = metrics.evaluate(pred, true)
+                    horse = dict(own, chamfer_cm=own["chamfer_cm"] * scale,
+                                 chamfer_aligned_cm=own["chamfer_aligned_cm"] * scale)
+                    row = {"own": own, "horse": horse, "species": m["species"], "clip": m["clip"]}
+                    rows[mode].append(row)
+                    if mode == "no_mask":
+                        species_rows.setdefault(m["species"], []).append(row)
+                        if len(shown) < 6 and (not shown or shown[-1][0] != split_name or len(shown) < 3):
+                            shown.append((split_name, s, pred, own))
+            done += len(chunk)
+            if progress:
+                print(f"\rdualpm eval: {done}/{total} samples, {time.time() - t0:.0f} s", end="", file=sys.stderr)
+        if not files:
+            continue
+        summary = {mode: _summary(r) for mode, r in rows.items() if r}
+        results[split_name] = {
+            "samples": len(files),
+            **summary,
+            "per_species": {sp: {k: v for k, v in _summary(r).items() if k != "layers"} for sp, r in sorted(species_rows.items())},
+            "targets_no_mask": with_targets(split_name, summary["no_mask"]),
+            "targets_mask_given": with_targets(split_name, summary["mask_given"]),
+        }
+    if progress:
+        print(file=sys.stderr)
+    return results, shown
+
+
+# -- the report picture --------------------------------------------------------------------------
+
+def q_colours(q: np.ndarray) -> np.ndarray:
+    """Canonical points as colours: the horse's canonical box mapped to RGB."""
+    lo = np.array([-0.35, -1.3, 0.0])
+    hi = np.array([0.35, 1.3, 2.1])
+    return (np.clip((q - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def side_view(points: np.ndarray, colours: np.ndarray, size: int = 160, centre=None, extent=None) -> np.ndarray:
+    """Camera-space points seen from the camera's right (looking along -x): z across, -y up."""
+    img = np.full((size, size, 3), 255, np.uint8)
+    if len(points) == 0:
+        return img
+    c = np.median(points, 0) if centre is None else centre
+    e = float(np.percentile(np.abs(points - c), 99) * 2.4 + 1e-6) if extent is None else extent
+    u = ((points[:, 2] - c[2]) / e + 0.5) * size
+    v = ((points[:, 1] - c[1]) / e + 0.5) * size
+    order = np.argsort(points[:, 0])[::-1]  # far (large x seen from the right? draw nearest last)
+    u, v, col = u[order].astype(int), v[order].astype(int), colours[order]
+    ok = (u >= 0) & (u < size) & (v >= 0) & (v < size)
+    img[v[ok], u[ok]] = col[ok]
+    return img
+
+
+def report_picture(shown: list, path: str) -> None:
+    from PIL import Image, ImageDraw
+
+    tile = 160
+    cols = 7
+    head = 16
+    canvas = Image.new("RGB", (cols * tile, len(shown) * (tile + head) + head), "white")
+    draw = ImageDraw.Draw(canvas)
+    titles = ["photo", "true mask", "pred occupancy", "true Q0", "pred Q0", "true cloud (side)", "pred cloud (side)"]
+    for c, t in enumerate(titles):
+        draw.text((c * tile + 4, 2), t, fill="black")
+    for r, (split_name, s, pred, fig) in enumerate(shown):
+        y = head + r * (tile + head)
+        tocc = np.asarray(s["occupancy"]) > 0.5
+        keep = metrics.kept(pred)
+        tq = np.where(tocc[0][..., None], q_colours(np.nan_to_num(s["Q"][0])), 255).astype(np.uint8)
+        pq = np.where((pred["occupancy"][0] > 0.5)[..., None], q_colours(pred["Q"][0]), 255).astype(np.uint8)
+        tp, pp = np.nan_to_num(np.asarray(s["P"]))[tocc], pred["P"][keep]
+        centre = np.median(tp, 0) if len(tp) else None
+        extent = float(np.percentile(np.abs(tp - centre), 99) * 2.4 + 1e-6) if len(tp) else None
+        tiles = [
+            np.asarray(s["rgb"], np.uint8),
+            np.repeat((tocc[0] * 255).astype(np.uint8)[..., None], 3, -1),
+            np.repeat((np.clip(pred["occupancy"][0], 0, 1) * 255).astype(np.uint8)[..., None], 3, -1),
+            tq, pq,
+            side_view(tp, q_colours(np.nan_to_num(np.asarray(s["Q"]))[tocc]), tile, centre, extent),
+            side_view(pp, q_colours(pred["Q"][keep]), tile, centre, extent),
+        ]
+        for c, t in enumerate(tiles):
+            canvas.paste(Image.fromarray(t), (c * tile, y))
+        draw.text((4, y + tile + 2), f"{split_name}: PCK {fig['pck']:.2f}  IoU {fig['mask_iou']:.2f}  "
+                  f"Chamfer {fig['chamfer_cm']:.1f} cm (aligned {fig['chamfer_aligned_cm']:.1f})", fill="black")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    canvas.save(path)
+
+
+def finite_json(x):
+    """NaN and inf as null: strict JSON."""
+    if isinstance(x, dict):
+        return {k: finite_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_json(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def run(args) -> int:
+    from training.dataset import list_samples, sample_meta, split_of
+
+    files = list_samples(args.data)
+    by_split = {"heldout_clips": [], "unseen_species": []}
+    if args.include_train:
+        by_split["train"] = []
+    species = set()
+    for f in files:
+        m = sample_meta(f)
+        sp = split_of(m)
+        if sp in by_split:
+            by_split[sp].append(f)
+            species.add(m["species"])
+    if args.max_per_split:
+        by_split = {k: v[: args.max_per_split] for k, v in by_split.items()}
+    if not any(by_split.values()):
+        raise DualPMError(f"--data {args.data}: no held-out samples (species {', '.join(sorted(species)) or 'none'})")
+    sess = session(args.model, args.threads)
+    lengths = body_lengths(args.templates, species)
+    t0 = time.time()
+    results, shown = evaluate_files(sess, by_split, lengths, args.batch)
+    meta = sess.get_modelmeta().custom_metadata_map
+    report = {"model": args.model, "model_version": meta.get("model_version", ""), "data": args.data,
+              "held_out_species": sorted({"deer", "wolf"}), "seconds": round(time.time() - t0, 1),
+              "providers": sess.get_providers(), "splits": results}
+    png = args.png or os.path.splitext(args.json)[0] + ".png"
+    report["picture"] = png
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(finite_json(report), f, indent=1)
+    if shown:
+        report_picture(shown, png)
+    for name, r in results.items():
+        nm = r["no_mask"]
+        print(f"{name}: {r['samples']} samples  PCK {nm['pck']:.3f}  IoU {nm['mask_iou']:.3f}  "
+              f"Chamfer {nm['chamfer_cm_horse_scale']:.2f} cm (aligned {nm['chamfer_aligned_cm_horse_scale']:.2f}) "
+              f"at horse scale", file=sys.stderr)
+    return 0

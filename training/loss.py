@@ -1,0 +1,54 @@
+"""The DualPM loss (DESIGN.md): confidence-calibrated L2 on P and Q plus occupancy cross-entropy.
+
+On the occupied pixels of each layer (true occupancy > 0.5):
+
+    0.5 * (c ||P - P*||^2 - alpha log c) + 0.5 * (c ||Q - Q*||^2 - alpha log c),  c = 1 + exp(raw)
+
+averaged over those pixels, plus binary cross-entropy of every layer's occupancy over all pixels.
+log c is computed as softplus(raw), which is exact and stable. The Q decoder's own occupancy
+logits get the same cross-entropy (deep supervision), so the image branch learns the silhouette
+directly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ALPHA = 1.0
+W_P = 0.5
+W_Q = 0.5
+W_OCC = 1.0
+RAW_MAX = 15.0  # c <= 1 + e^15: keeps fp16/bf16 training finite; far beyond any useful confidence
+
+
+def calibrated_l2(err2: torch.Tensor, conf_raw: torch.Tensor, alpha: float = ALPHA) -> torch.Tensor:
+    """Per-pixel c * err2 - alpha * log c with c = 1 + exp(raw)."""
+    raw = conf_raw.clamp(max=RAW_MAX)
+    return (1.0 + torch.exp(raw)) * err2 - alpha * F.softplus(raw)
+
+
+def dualpm_loss(out: dict, target: dict, alpha: float = ALPHA) -> dict:
+    """out: network outputs (P, Q, occupancy_logit, confidence_raw, optional occupancy_logit_q).
+    target: P, Q (B,K,H,W,3), occupancy (B,K,H,W). Returns a dict of scalar tensors with 'total'."""
+    occ_t = target["occupancy"].float()
+    occupied = (occ_t > 0.5).float()
+    n = occupied.sum().clamp(min=1.0)
+    dp = (out["P"].float() - target["P"].float()).square().sum(-1)
+    dq = (out["Q"].float() - target["Q"].float()).square().sum(-1)
+    # zero the errors off the surface first: targets there may be NaN or arbitrary
+    dp = torch.where(occupied > 0, dp, torch.zeros_like(dp))
+    dq = torch.where(occupied > 0, dq, torch.zeros_like(dq))
+    raw = out["confidence_raw"].float()
+    lp = (calibrated_l2(dp, raw, alpha) * occupied).sum() / n
+    lq = (calibrated_l2(dq, raw, alpha) * occupied).sum() / n
+    occ_bce = F.binary_cross_entropy_with_logits(out["occupancy_logit"].float(), occ_t)
+    total = W_P * lp + W_Q * lq + W_OCC * occ_bce
+    parts = {"P": lp.detach(), "Q": lq.detach(), "occ": occ_bce.detach(),
+             "P_rmse": (dp.sum() / n).sqrt().detach(), "Q_rmse": (dq.sum() / n).sqrt().detach()}
+    if "occupancy_logit_q" in out:
+        occ_q = F.binary_cross_entropy_with_logits(out["occupancy_logit_q"].float(), occ_t)
+        total = total + W_OCC * occ_q
+        parts["occ_q"] = occ_q.detach()
+    parts["total"] = total
+    return parts
