@@ -120,7 +120,13 @@ class LocalServer:
                 self.stderr_tail.append(line)
 
     def last_line(self) -> str:
-        return self.stderr_tail[-1] if self.stderr_tail else "no output on stderr"
+        """The last stderr line, less the server's "dualpm-server: error: " prefix."""
+        if not self.stderr_tail:
+            return "no output on stderr"
+        line = self.stderr_tail[-1]
+        for prefix in ("dualpm-server: ", "error: "):
+            line = line[len(prefix):] if line.startswith(prefix) else line
+        return line
 
     def _handshake(self, timeout: float, cancelled: threading.Event):
         end = time.monotonic() + timeout

@@ -132,11 +132,9 @@ def run(args) -> int:
             log.info("ready: %s on %s in %.1f s", os.path.basename(model), ", ".join(runner.providers),
                      time.monotonic() - t)
         except DualPMError as e:
-            log.error("error: %s", e)
-            request_stop(EXIT_MODEL, "model could not be loaded")
-        except Exception as e:  # keep the reason on the last stderr line, where the client looks
-            log.error("error: model %s: %s: %s", os.path.basename(model), type(e).__name__, e)
-            request_stop(EXIT_MODEL, "model could not be loaded")
+            request_stop(EXIT_MODEL, f"error: {e}")
+        except Exception as e:
+            request_stop(EXIT_MODEL, f"error: model {os.path.basename(model)}: {type(e).__name__}: {e}")
 
     threading.Thread(target=load, name="load", daemon=True).start()
 
@@ -159,7 +157,8 @@ def run(args) -> int:
         elif args.idle_timeout > 0 and state.idle_for() > args.idle_timeout:
             request_stop(EXIT_OK, f"idle for {args.idle_timeout:g} s")
 
-    log.info("stopping: %s", outcome["why"])
+    if outcome["code"] == EXIT_OK:
+        log.info("stopping: %s", outcome["why"])
     state.draining = True
     server.shutdown()
     server.server_close()
@@ -168,6 +167,8 @@ def run(args) -> int:
         time.sleep(0.05)
     if state.inflight:
         log.info("stopped with %d request(s) unfinished after %g s", state.inflight, args.grace)
+    if outcome["code"] != EXIT_OK:  # the reason is the last line on stderr, where the client looks
+        log.error("%s", outcome["why"])
     return outcome["code"]
 
 

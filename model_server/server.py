@@ -158,6 +158,7 @@ class Handler(BaseHTTPRequestHandler):
         """http.server's own protocol errors (bad request line, headers too large...) as JSON."""
         self.close_connection = True
         text = message or self.responses.get(code, ("error",))[0]
+        text = text if len(text) <= 200 else text[:200] + "..."  # it may quote what the client sent
         try:
             self._reply(code, {"error": f"{text}"}, close=True)
         except OSError:
@@ -176,10 +177,7 @@ class Handler(BaseHTTPRequestHandler):
             lines.append("Connection: close")
             self.close_connection = True
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if self.request_version != "HTTP/0.9":
-            self.wfile.write(head + body)
-        else:
-            self.wfile.write(body)
+        self.wfile.write(head + body)  # always with headers: HTTP/0.9's bare bodies are long obsolete
         for c in chunks:
             self.wfile.write(c)
         self.log_request(status, length)
@@ -391,6 +389,7 @@ class Handler(BaseHTTPRequestHandler):
             except DualPMError as e:
                 return self._error(400, str(e))
             del body
+            log.debug("infer n=%d: running", n)
             t_run = time.monotonic()
             results = self._run(inputs, [name for name, _ in requested], deadline)
             if results is None:
