@@ -121,8 +121,11 @@ def sha256_file(path: str) -> str:
 
 
 def model_version(predictor) -> str:
+    """The ONNX model's `model_version` metadata: inference.Runner has it at the top level, the
+    v2 server's model metadata (client.InferenceClient) under "parameters"."""
     meta = getattr(predictor, "metadata", None) or {}
-    return str(meta.get("model_version", "unknown"))
+    params = meta.get("parameters") if isinstance(meta.get("parameters"), dict) else {}
+    return str(meta.get("model_version") or params.get("model_version") or "unknown")
 
 
 def photo_intrinsics_from_crop(k_crop: np.ndarray, box, size: int) -> np.ndarray:

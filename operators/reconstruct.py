@@ -1,0 +1,331 @@
+"""Reconstruct from photo: the panel's main button.
+
+io_scene_gltf2's split: the operator gathers inputs (a photo decoded by Blender, a mask, the
+preferences), the core (dualpm_addon.pipeline) does all the math, and scene_build writes the
+result into a new collection.
+
+Interactive runs are modal: the photo is decoded on the main thread (bpy is not thread-safe),
+inference and the fit run on a worker thread (pipeline.Job), and a 0.1 s timer polls it, drives
+the progress bar, the status bar text and the panel; Esc cancels (the client aborts the HTTP
+request in flight). The scene is written only in the final modal step, so the one undo step that
+Blender pushes when the operator finishes holds the whole result. In background mode (no event
+loop, no timers) invoke falls through to execute(), which does the same work synchronously; the
+batch command uses the same functions.
+
+Every failure reaches the user as one line (self.report ERROR): DualPMError's message, or for an
+unexpected exception its type and message, with the traceback printed to the console only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import traceback
+
+import bpy
+from bpy.props import StringProperty
+
+from . import image_load, preferences, scene_build, session
+from ._core import core
+
+_active = None  # the running modal operator's job, so the panel can show it and refuse a second
+last_result = None  # the latest Reconstruction (its timings feed the benchmark and the tests)
+
+
+def _err():
+    return core("errors").DualPMError
+
+
+class PhotoRequest:
+    """What the main thread gathers before the worker starts."""
+
+    def __init__(self, photo, image, created_images, settings: dict):
+        self.photo = photo  # pipeline.PhotoInput
+        self.image = image  # bpy Image shown as the camera background
+        self.created_images = created_images  # images this request loaded (removed if it fails)
+        self.settings = settings  # preferences.settings_dict()
+
+
+def gather(context, filepath: str = "", mask_path: str = "", timings: dict | None = None) -> PhotoRequest:
+    """Decode the photo (and mask) through bpy; DualPMError on anything the user must fix."""
+    pipeline = core("pipeline")
+    t0 = time.perf_counter()
+    s = getattr(context.scene, "dualpm", None)
+    created = []
+    try:
+        if filepath:
+            image, new = image_load.load(filepath)
+            path = image_load.image_file_path(image) or filepath
+        elif s is not None and s.source == "IMAGE":
+            image = s.photo_image
+            if image is None:
+                raise _err()("no photo chosen: pick an image in the DualPM panel")
+            new = False
+            path = image_load.image_file_path(image)
+        else:
+            path = s.photo_path if s is not None else ""
+            if not path:
+                raise _err()("no photo chosen: pick a photo file in the DualPM panel")
+            path = bpy.path.abspath(path)
+            image, new = image_load.load(path)
+        if new:
+            created.append(image)
+        rgba = image_load.pixels(image)
+        rgb = image_load.to_rgb8(image, rgba)
+        mask = None
+        if mask_path:
+            mimage, mnew = image_load.load(mask_path)
+            try:
+                mask = image_load.mask_from_image(mimage, rgb.shape[:2])
+            finally:
+                if mnew:
+                    bpy.data.images.remove(mimage)
+        elif s is not None and s.mask_mode == "ALPHA":
+            mask = image_load.alpha_mask(rgba, True, image.name)
+        elif s is not None and s.mask_mode == "IMAGE":
+            if s.mask_image is None:
+                raise _err()("mask: choose a mask image in the DualPM panel, or set Mask to None")
+            mask = image_load.mask_from_image(s.mask_image, rgb.shape[:2])
+        has_file = bool(path) and os.path.isfile(path)
+        sha = pipeline.sha256_file(path) if has_file else hashlib.sha256(rgb.tobytes()).hexdigest()
+        photo = pipeline.PhotoInput(rgb=rgb, mask=mask, focal_mm=image_load.exif_focal_mm(path) if has_file else None,
+                                    source=os.path.basename(path) if path else image.name, path=path, sha256=sha)
+    except BaseException:
+        for im in created:
+            bpy.data.images.remove(im)
+        raise
+    if timings is not None:
+        timings["load"] = time.perf_counter() - t0
+    return PhotoRequest(photo, image, created, preferences.settings_dict(context))
+
+
+def pipeline_settings(settings: dict):
+    return core("pipeline").Settings(occupancy_threshold=float(settings["occupancy_threshold"]),
+                                     confidence_threshold=float(settings["confidence_threshold"]))
+
+
+def run_inference(request: PhotoRequest, report=None, cancelled=None, timings=None, predictor=None,
+                  job=None):
+    """Worker side: start the backend if needed, then crop, infer and fit (pipeline.reconstruct)."""
+    report = report or (lambda stage, fraction: None)
+    if predictor is None:
+        predictor = session.backend(request.settings)
+    if job is not None:
+        job.add_cancel_hook(predictor.cancel)
+    report("inference", 0.0)
+    t0 = time.perf_counter()
+    try:
+        predictor.start()
+    except BaseException:
+        session.discard(predictor)
+        raise
+    if timings is not None:
+        timings["server_start"] = time.perf_counter() - t0
+    return core("pipeline").reconstruct(predictor, request.photo, template=session.template(),
+                                        settings=pipeline_settings(request.settings), report=report,
+                                        cancelled=cancelled, timings=timings)
+
+
+def build_scene(context, request: PhotoRequest, rec, point_size: float | None = None,
+                set_render_resolution: bool = False) -> dict:
+    t0 = time.perf_counter()
+    image = request.image
+    try:
+        image.name  # the user may have deleted it while the worker ran
+    except ReferenceError:
+        image = None
+    s = getattr(context.scene, "dualpm", None)
+    size = point_size if point_size is not None else (s.point_size if s is not None else 0.006)
+    objects = scene_build.build(context, rec, image=image, point_size=size,
+                                set_render_resolution=set_render_resolution)
+    rec.timings["import"] = time.perf_counter() - t0
+    return objects
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, _err()):
+        return str(e)
+    text = " ".join(str(e).split()) or "no details"
+    return f"unexpected {type(e).__name__}: {text} (details in the system console)"
+
+
+def _cleanup(request: PhotoRequest | None):
+    if request is None:
+        return
+    for im in request.created_images:
+        try:
+            bpy.data.images.remove(im)
+        except ReferenceError:
+            pass
+    request.created_images = []
+
+
+def _tag_redraw(context):
+    screen = getattr(context, "screen", None)
+    for area in (screen.areas if screen is not None else []):
+        if area.type == "VIEW_3D":
+            area.tag_redraw()
+
+
+class DUALPM_OT_reconstruct(bpy.types.Operator):
+    """Reconstruct a rigged animal from the chosen photo (Esc cancels)"""
+
+    bl_idname = "dualpm.reconstruct"
+    bl_label = "Reconstruct from Photo"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(name="Photo", subtype="FILE_PATH", options={"SKIP_SAVE", "HIDDEN"},
+                             description="Photo file (default: the one chosen in the panel)")
+    mask_path: StringProperty(name="Mask", subtype="FILE_PATH", options={"SKIP_SAVE", "HIDDEN"},
+                              description="Mask image file (default: the panel's mask setting)")
+
+    _job = None
+    _timer = None
+    _request = None
+    _timings = None
+
+    @classmethod
+    def poll(cls, context):
+        if _active is not None:
+            cls.poll_message_set("A reconstruction is already running")
+            return False
+        if context.mode != "OBJECT":
+            cls.poll_message_set("Switch to Object Mode first")
+            return False
+        return True
+
+    # -- synchronous (background mode, redo, scripts) -------------------------------------------
+    def execute(self, context):
+        request = None
+        try:
+            timings = {}
+            request = gather(context, self.filepath, self.mask_path, timings)
+            rec = run_inference(request, timings=timings)
+            build_scene(context, request, rec)
+            _remember(rec)
+            self.report({"INFO"}, _done_message(rec))
+            return {"FINISHED"}
+        except BaseException as e:  # noqa: BLE001 - the operator boundary: one line, never a traceback
+            return self._fail(context, request, e)
+
+    # -- modal (interactive) ----------------------------------------------------------------------
+    def invoke(self, context, event):
+        global _active
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        self._timings = {}
+        try:
+            self._request = gather(context, self.filepath, self.mask_path, self._timings)
+        except BaseException as e:  # noqa: BLE001
+            return self._fail(context, None, e)
+        request, timings = self._request, self._timings
+        job = core("pipeline").Job(lambda report, cancelled: run_inference(
+            request, report, cancelled, timings, job=job), name="dualpm-reconstruct")
+        self._job = job
+        _active = job
+        wm = context.window_manager
+        status = wm.dualpm_status
+        status.running, status.stage, status.progress, status.message = True, "inference", 0.0, ""
+        wm.progress_begin(0.0, 1.0)
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        job.start()
+        self._show(context, "inference", 0.0)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type == "ESC" and event.value == "PRESS":
+            self._job.cancel()
+            self._end(context)
+            _cleanup(self._request)
+            self.report({"WARNING"}, "Reconstruction cancelled")
+            return {"CANCELLED"}
+        if event.type != "TIMER" or event.timer is not self._timer:
+            return {"PASS_THROUGH"}
+        if not self._job.done:
+            stage, fraction = self._job.progress()
+            self._show(context, stage, fraction)
+            return {"PASS_THROUGH"}
+        if context.mode != "OBJECT":
+            self._show(context, "import", 0.0, "Result ready: back to Object Mode to add it")
+            return {"PASS_THROUGH"}
+        try:
+            rec = self._job.result()
+            self._show(context, "import", 0.0)
+            build_scene(context, self._request, rec)
+        except BaseException as e:  # noqa: BLE001
+            self._end(context)
+            return self._fail(context, self._request, e)
+        self._end(context)
+        _remember(rec)
+        self.report({"INFO"}, _done_message(rec))
+        return {"FINISHED"}
+
+    def _show(self, context, stage, fraction, text=None):
+        pipeline = core("pipeline")
+        total = pipeline.stage_fraction(stage, fraction)
+        status = context.window_manager.dualpm_status
+        status.stage, status.progress = stage, total
+        context.window_manager.progress_update(total)
+        label = text or f"DualPM: {stage} ({total * 100:.0f}%), Esc to cancel"
+        if context.workspace is not None:
+            context.workspace.status_text_set(label)
+        _tag_redraw(context)
+
+    def _end(self, context):
+        global _active
+        _active = None
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
+        wm.progress_end()
+        wm.dualpm_status.running = False
+        wm.dualpm_status.stage = ""
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        _tag_redraw(context)
+
+    def _fail(self, context, request, e):
+        cancelled = isinstance(e, (core("pipeline").Cancelled, KeyboardInterrupt)) or \
+            type(e).__name__ == "InferenceCancelled"
+        _cleanup(request)
+        if cancelled:
+            self.report({"WARNING"}, "Reconstruction cancelled")
+            return {"CANCELLED"}
+        if not isinstance(e, _err()):
+            print("DualPM: unexpected error during Reconstruct from Photo")
+            traceback.print_exception(type(e), e, e.__traceback__)
+        message = _one_line(e)
+        context.window_manager.dualpm_status.message = message
+        self.report({"ERROR"}, message)
+        return {"CANCELLED"}
+
+
+def _remember(rec) -> None:
+    global last_result
+    last_result = rec
+
+
+def _done_message(rec) -> str:
+    t = rec.timings
+    parts = ", ".join(f"{k} {t[k]:.2f} s" for k in ("load", "inference", "fit", "import") if k in t)
+    return f"DualPM: {rec.num_points} points, {len(rec.fit.joint_names)} bones ({parts})"
+
+
+classes = (DUALPM_OT_reconstruct,)
+
+
+def register():
+    for c in classes:
+        bpy.utils.register_class(c)
+
+
+def unregister():
+    global _active
+    if _active is not None:
+        _active.cancel()
+        _active = None
+    for c in reversed(classes):
+        bpy.utils.unregister_class(c)
