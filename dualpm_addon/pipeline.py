@@ -201,8 +201,7 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
         raise DualPMError(f"no animal found in {photo.source} (only {n} points pass the occupancy "
                           f"{settings.occupancy_threshold} and confidence {settings.confidence_threshold} thresholds)")
     options = fit_skeleton.FitOptions(surface_pull=settings.surface_pull, seed=settings.seed, point_weights=True)
-    fit = fit_skeleton.fit(pts["P"], pts["Q"], template, index=_index(template), prior=_prior(),
-                           options=options)
+    fit = fit_skeleton.fit(pts["P"], pts["Q"], context=fit_context(template), options=options)
     # Rest positions of the points under the fitted pose (model space), for the Armature modifier.
     m_inv = np.linalg.inv(fit.model_to_camera)
     p_model = np.asarray(pts["P"], dtype=np.float64) @ m_inv[:3, :3].T + m_inv[:3, 3]
@@ -229,23 +228,14 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
 _CACHE: dict = {}
 
 
-def _index(template):
-    """The template's KD-tree index, built once per template (about 0.1 s) and reused."""
-    from . import correspondence
-
-    key = ("index", id(template))
-    if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = (template, correspondence.build_index(template))
-    return _CACHE[key][1]
-
-
-def _prior():
+def fit_context(template):
+    """The fit's per-template context (correspondence index, pose prior), built once (~0.2 s)."""
     from . import fit_skeleton
 
-    if "prior" not in _CACHE:
-        _CACHE["prior"] = fit_skeleton.load_pose_prior()
-    return _CACHE["prior"]
+    key = id(template)
+    if _CACHE.get("key") != key:
+        _CACHE.update(key=key, template=template, context=fit_skeleton.prepare(template))
+    return _CACHE["context"]
 
 
 class Job:

@@ -1,0 +1,223 @@
+"""The batch pipeline: `dualpm reconstruct PHOTO... --out DIR` and `blender -b --python-expr`.
+
+    dualpm reconstruct PHOTO... --out DIR [--mask FILE] [--bvh FILE] [--server URL --token T]
+                       [--device auto|cpu|cuda] [--model FILE]
+
+    blender -b --python-expr "import sys, bl_ext.user_default.dualpm.operators.headless as h; \\
+        sys.exit(h.main(['photo.jpg', '--out', 'out']))"
+
+Per photo NAME (the file's stem; a second photo with the same stem gets NAME_2): NAME.blend (the
+reconstruction's collection as the panel makes it, the photo packed in, the scene's camera and
+render size the photo's), NAME.glb (rig, skinned surface, camera, the action with --bvh),
+NAME.png (the photo beside the reconstruction from a novel view, preview.render) and NAME.json
+(per-stage timings, points kept, bones fitted, fit residual, model version, or the reason it
+failed). Each file is written under a temporary name and renamed when complete; NAME.json comes
+last, and a failed photo's stale NAME.blend/.glb/.png from an earlier run are removed, so what is
+in DIR always agrees with NAME.json.
+
+A failing photo does not stop the batch. The exit code is the number of photos that failed
+(capped at 100); 0 means every photo made all four files. Bad arguments exit 2 before any photo.
+
+The same functions as the panel run here (reconstruct.gather / run_inference / build_scene,
+retarget.retarget_armature, export.export_collection), synchronously: background Blender has no
+timers. The inference server is started once for the whole batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from ._core import core
+
+MAX_EXIT = 100
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("photos", nargs="+", metavar="PHOTO", help="photos of four-legged animals")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--mask", metavar="FILE", help="mask image for the photo (white or opaque = animal); "
+                        "with several photos it applies to each (same size needed)")
+    parser.add_argument("--bvh", metavar="FILE", help="retarget this motion capture onto every result")
+    parser.add_argument("--server", metavar="URL", help="use a running inference server (ours or Triton)")
+    parser.add_argument("--token", metavar="T", help="bearer token for --server")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--model", metavar="FILE", help="ONNX model (default: assets/dualpm.onnx)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run ONNX Runtime in this process instead of a server subprocess")
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def output_names(photos: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for p in photos:
+        stem = os.path.splitext(os.path.basename(p))[0] or "photo"
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        out.append(stem if n == 1 else f"{stem}_{n}")
+    return out
+
+
+def _atomic_json(path: str, data: dict) -> None:
+    tmp = f"{path}.partial"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _remove(paths) -> None:
+    for p in paths:
+        for q in (p, f"{p}.partial"):
+            try:
+                os.remove(q)
+            except OSError:
+                pass
+
+
+def make_predictor(args):
+    err = core("errors").DualPMError
+    if args.model and not os.path.isfile(args.model):
+        raise err(f"--model {args.model}: no such file")
+    if args.server:
+        return core("client").InferenceClient(url=args.server, token=args.token)
+    if args.in_process:
+        from .session import _LazyRunner
+
+        return _LazyRunner(args.model, args.device)
+    return core("client").InferenceClient(python=sys.executable, model=args.model, device=args.device)
+
+
+def _preview(request, rec) -> "object":
+    import numpy as np
+
+    preview = core("preview")
+    fit = rec.fit
+    m_inv = np.linalg.inv(fit.model_to_camera)
+    pts = np.asarray(rec.points["P"], dtype=np.float64) @ m_inv[:3, :3].T + m_inv[:3, 3]
+    colours = rec.points.get("colour")
+    if colours is None:
+        colours = np.full((len(pts), 3), 200, np.uint8)
+    g = fit.rest_skeleton.forward_kinematics(fit.rotations)
+    tpl = rec.template
+    skinned = np.bincount(tpl.skin_joints[tpl.skin_weights > 0], minlength=tpl.skeleton.num_joints) > 0
+    segs = preview.skeleton_segments(g[:, :3, 3], fit.rest_skeleton.parents, skinned[: fit.rest_skeleton.num_joints])
+    return preview.render(request.photo.rgb, pts, colours, segs)
+
+
+def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
+                    bvh: str | None = None) -> dict:
+    """One photo to its four files; returns the summary written to NAME.json (raises on failure)."""
+    import bpy
+
+    from . import export, reconstruct, retarget
+
+    timings: dict = {}
+    bpy.ops.wm.read_homefile(use_empty=True)
+    context = bpy.context
+    request = reconstruct.gather(context, photo, mask or "", timings)
+    rec = reconstruct.run_inference(request, timings=timings, predictor=predictor)
+    objects = reconstruct.build_scene(context, request, rec, set_render_resolution=True)
+    summary = rec.summary()
+    if bvh:
+        t0 = time.perf_counter()
+        summary["retarget"] = retarget.retarget_armature(context, objects["armature"], bvh)
+        rec.timings["retarget"] = time.perf_counter() - t0
+    paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("blend", "glb", "png", "json")}
+
+    t0 = time.perf_counter()
+    if request.image is not None and request.image.packed_file is None and request.image.filepath:
+        request.image.pack()  # the .blend stands on its own
+    tmp = paths["blend"] + ".partial"
+    bpy.ops.wm.save_as_mainfile(filepath=tmp, copy=True, check_existing=False)
+    os.replace(tmp, paths["blend"])
+    rec.timings["write_blend"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    export.export_collection(context, objects["collection"], paths["glb"])
+    rec.timings["write_glb"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    core("preview").write_png(paths["png"], _preview(request, rec))
+    rec.timings["write_png"] = time.perf_counter() - t0
+
+    summary["timings_s"] = {k: round(float(v), 4) for k, v in rec.timings.items()}
+    summary["outputs"] = {k: os.path.basename(v) for k, v in paths.items()}
+    summary["input_file"] = os.path.abspath(photo)
+    _atomic_json(paths["json"], summary)
+    return summary
+
+
+def run(args) -> int:
+    err = core("errors").DualPMError
+    try:
+        import bpy  # noqa: F401
+    except ImportError:
+        raise err("reconstruct needs Blender: install the bpy module (pip install bpy==5.0.1, Python 3.11) "
+                  "or run it inside Blender (blender -b --python-expr ..., see docs/extension.md)") from None
+    for p in [args.mask, args.bvh]:
+        if p and not os.path.isfile(p):
+            raise err(f"{p}: no such file")
+    if args.token and not args.server:
+        raise err("--token needs --server")
+    os.makedirs(args.out, exist_ok=True)
+    names = output_names(args.photos)
+    predictor = make_predictor(args)
+    failed = 0
+    try:
+        for i, (photo, name) in enumerate(zip(args.photos, names), 1):
+            t0 = time.perf_counter()
+            _say(f"[{i}/{len(names)}] {photo}")
+            try:
+                summary = reconstruct_one(None, photo, name, args.out, predictor, args.mask, args.bvh)
+                t = summary["timings_s"]
+                _say(f"[{i}/{len(names)}] {name}: ok, {summary['points_kept']} points, {summary['bones_fitted']} bones "
+                     f"fitted, residual {summary['fit_residual_rms_m'] * 100:.1f} cm; " +
+                     ", ".join(f"{k} {t[k]:.2f} s" for k in ("load", "inference", "fit", "import") if k in t))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as e:  # noqa: BLE001 - one photo's failure must not stop the batch
+                failed += 1
+                reason = str(e) if isinstance(e, err) else f"unexpected {type(e).__name__}: {' '.join(str(e).split())}"
+                if not isinstance(e, err):
+                    import traceback
+
+                    traceback.print_exc()
+                paths = [os.path.join(args.out, f"{name}.{ext}") for ext in ("blend", "glb", "png")]
+                _remove(paths)
+                _atomic_json(os.path.join(args.out, f"{name}.json"), {
+                    "photo": os.path.basename(photo), "input_file": os.path.abspath(photo), "status": "failed",
+                    "reason": reason, "seconds": round(time.perf_counter() - t0, 3),
+                    "dualpm_version": _version()})
+                _say(f"[{i}/{len(names)}] {name}: FAILED: {reason}")
+    finally:
+        close = getattr(predictor, "close", None)
+        if close is not None:
+            close()
+    _say(f"{len(names) - failed} of {len(names)} photos reconstructed into {args.out}")
+    return min(failed, MAX_EXIT)
+
+
+def _version() -> str:
+    from ._core import package
+
+    return package().__version__
+
+
+def main(argv=None) -> int:
+    """Entry point for `blender -b --python-expr`: parse argv, run, return the exit code."""
+    parser = argparse.ArgumentParser(prog="dualpm reconstruct", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except core("errors").DualPMError as e:
+        print(f"dualpm reconstruct: error: {e}", file=sys.stderr)
+        return 2
