@@ -19,7 +19,7 @@ from .errors import DualPMError
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "reconstruct": ("dualpm_addon.commands.reconstruct", "photo(s) to rigged, animated .blend, .glb, preview and summary"),
+    "reconstruct": ("operators.headless", "photo(s) to rigged, animated .blend, .glb, preview and summary"),
     "predict": ("dualpm_addon.commands.predict", "photo(s) to dual point maps (.npz)"),
     "fit": ("dualpm_addon.commands.fit", "dual point maps to fitted skeletons (.json)"),
     "serve": ("model_server.__main__", "run the inference server (KServe v2 over HTTP)"),
