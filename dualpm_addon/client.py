@@ -271,6 +271,8 @@ class InferenceClient:
                     raise DualPMError(f"inference server at {self.url} refused the token (HTTP 401)")
                 why = f"HTTP {status}"
             except _ConnectionLost as e:
+                if self.remote:  # nothing is listening there: waiting will not help
+                    raise DualPMError(f"cannot reach the inference server at {self.url}: {e}") from None
                 why = str(e)
             if self.server is not None and not self.server.alive():
                 rc = self.server.wait(1.0)

@@ -204,7 +204,8 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
     size = model_size(predictor)
     box = find_box(predictor, rgb, mask, source)
     crop = crop_resize(rgb, box, size)
-    crop_mask = crop_resize_mask(mask, box, size) if mask is not None else None
+    crop_mask = (crop_resize_mask(mask, box, size) if mask is not None
+                 else np.full((size, size), UNKNOWN_MASK, np.uint8))
     result = predictor.predict(crop, crop_mask)
     animal_blob(result, source)
     focal_from_exif = focal_mm is not None and focal_mm > 0

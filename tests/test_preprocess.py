@@ -1,0 +1,160 @@
+"""Finding and cropping the animal, and the crop's camera, with a real ONNX model (the stand-in)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from dualpm_addon import camera, pointmap, preprocess
+from dualpm_addon.errors import DualPMError
+from tests.server_fixtures import blob_photo, photo, runner, stand_in_model  # noqa: F401
+
+
+class Counting:
+    """A real predictor that also records what it was given."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+        self.input_size = inner.input_size
+
+    def predict(self, image, mask=None):
+        self.calls.append((image.copy(), None if mask is None else mask.copy()))
+        return self.inner.predict(image, mask)
+
+
+def _contains(outer, inner) -> bool:
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and outer[3] >= inner[3]
+
+
+def test_letterbox_box_is_a_centred_square():
+    assert preprocess.letterbox_box(600, 900) == (0.0, -150.0, 900.0, 750.0)
+    assert preprocess.letterbox_box(300, 100) == (-100.0, 0.0, 200.0, 300.0)
+
+
+def test_crop_resize_pads_outside_and_antialiases():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[:, ::2] = 255  # one-pixel stripes: a naive resize aliases them
+    out = preprocess.crop_resize(img, (0, 0, 100, 100), 20)
+    assert out.shape == (20, 20, 3) and np.all(np.abs(out[2:-2, 2:-2].astype(int) - 128) <= 3)
+    pad = preprocess.crop_resize(np.full((10, 10, 3), 200, np.uint8), (-10, 0, 10, 20), 20, fill=(0, 0, 0))
+    assert np.all(pad[:, :9] == 0) and np.all(pad[:10, 11:] == 200) and np.all(pad[11:] == 0)
+
+
+def test_crop_resize_mask_is_binary_and_background_outside():
+    m = np.zeros((10, 10), bool)
+    m[2:8, 2:8] = True
+    out = preprocess.crop_resize_mask(m, (-10, -10, 10, 10), 20)
+    assert set(np.unique(out)) == {0, 255}
+    assert out[12:18, 12:18].all() and not out[:10].any()
+
+
+def test_largest_blob_scipy_and_fallback_agree():
+    rng = np.random.default_rng(1)
+    b = rng.random((40, 40)) > 0.6
+    got = preprocess.largest_blob(b)
+    assert np.array_equal(got, preprocess._largest_blob_bfs(b))
+    assert got.sum() > 0 and not (got & ~b).any()
+    assert not preprocess.largest_blob(np.zeros((5, 5), bool)).any()
+
+
+def test_square_box_margin():
+    x0, y0, x1, y1 = preprocess.square_box((100, 50, 300, 150))
+    assert x1 - x0 == pytest.approx(260) and y1 - y0 == pytest.approx(260)
+    assert (x0 + x1) / 2 == 200 and (y0 + y1) / 2 == 100
+
+
+def test_finds_the_animal_anywhere_in_a_large_photo(runner):
+    animal = (500, 150, 800, 400)
+    maps = preprocess.predict_photo(runner, blob_photo(600, 900, animal), source="blob.png")
+    box = maps["crop_box"]
+    side = box[2] - box[0]
+    assert side == pytest.approx(box[3] - box[1])
+    assert _contains(box, animal)
+    # square around the animal with the margin: side close to 1.3 x its longer side, same centre
+    assert 0.9 * 1.3 * 300 < side < 1.2 * 1.3 * 300
+    assert abs((box[0] + box[2]) / 2 - 650) < 15 and abs((box[1] + box[3]) / 2 - 275) < 15
+    # the crop's camera is the photo's 50 mm camera cut to the box
+    k = camera.crop_intrinsics(camera.intrinsics_from_focal_mm(50.0, 900, 600), tuple(box), (160, 160))
+    np.testing.assert_allclose(maps["intrinsics"], k, rtol=1e-5)
+    assert maps["focal_mm"] == 50.0 and not maps["focal_from_exif"]
+    assert maps["rgb"].shape == (160, 160, 3) and tuple(maps["photo_size"]) == (600, 900)
+    pointmap.validate(maps)
+    pts = pointmap.extract_points(maps)
+    assert len(pts["P"]) > 1000 and pts["colour"].shape == (len(pts["P"]), 3)
+
+
+def test_exif_focal_sets_the_intrinsics(runner):
+    maps = preprocess.predict_photo(runner, blob_photo(), focal_mm=24.0, source="wide.jpg")
+    assert maps["focal_mm"] == 24.0 and maps["focal_from_exif"]
+    k = camera.crop_intrinsics(camera.intrinsics_from_focal_mm(24.0, 900, 600), tuple(maps["crop_box"]), (160, 160))
+    np.testing.assert_allclose(maps["intrinsics"], k, rtol=1e-5)
+
+
+def test_animal_at_the_edge_gets_a_padded_crop(runner):
+    maps = preprocess.predict_photo(runner, blob_photo(400, 400, (-60, 100, 120, 260)), source="edge.png")
+    assert maps["crop_box"][0] < 0  # the box reaches past the left edge, padded with the border colour
+
+
+def test_no_animal_found(runner):
+    with pytest.raises(DualPMError, match=r"^no animal found in grey\.png \(.*below 0\.5%\)"):
+        preprocess.predict_photo(runner, np.full((480, 640, 3), 128, np.uint8), source="grey.png")
+    tiny = blob_photo(1000, 1000, (500, 500, 520, 515))  # 20 x 15 px of 1000 x 1000
+    with pytest.raises(DualPMError, match="no animal found in tiny.png"):
+        preprocess.predict_photo(runner, tiny, source="tiny.png")
+
+
+def test_low_confidence_is_no_animal():
+    occ = np.zeros((4, 160, 160), np.float32)
+    occ[0, 40:120, 40:120] = 0.9
+    unsure = {"occupancy": occ, "confidence": np.full((4, 160, 160), 1.2, np.float32)}
+    with pytest.raises(DualPMError, match=r"no animal found in x\.jpg \(the model is unsure"):
+        preprocess.animal_blob(unsure, "x.jpg")
+    sure = dict(unsure, confidence=np.full((4, 160, 160), 3.0, np.float32))
+    assert preprocess.animal_blob(sure, "x.jpg").sum() == 80 * 80
+
+
+def test_user_mask_gives_the_box_and_skips_the_search(runner):
+    q = np.asarray(Image.open(photo("quokka.jpg")).convert("RGB"))
+    ann = json.load(open(photo("quokka_annotations.json")))
+    poly = [(p["x"], p["y"]) for p in ann["polygons"][0]["keypoints"]]
+    im = Image.new("L", (q.shape[1], q.shape[0]), 0)
+    ImageDraw.Draw(im).polygon(poly, fill=255)
+    mask = np.asarray(im) > 0
+    pred = Counting(runner)
+    maps = preprocess.predict_photo(pred, q, mask, source="quokka.jpg")
+    assert len(pred.calls) == 1  # pass 2 only
+    xs, ys = zip(*poly)
+    bbox = (min(xs), min(ys), max(xs) + 1, max(ys) + 1)
+    np.testing.assert_allclose(maps["crop_box"], preprocess.square_box(bbox), atol=1.0)
+    sent_mask = pred.calls[0][1]
+    assert set(np.unique(sent_mask)) == {0, 255}
+    # the stand-in follows the mask, so the crop's occupancy is the mask's shape
+    assert np.mean((maps["occupancy"][0] > 0.5) == (sent_mask > 0)) > 0.98
+
+
+def test_two_passes_without_a_mask(runner):
+    pred = Counting(runner)
+    preprocess.predict_photo(pred, blob_photo(), source="blob.png")
+    assert len(pred.calls) == 2
+    assert all(m is not None and np.all(m == 128) for _, m in pred.calls)
+
+
+def test_horse_silhouette_crop(runner):
+    rgb = np.asarray(Image.open(photo("horse.png")).convert("RGB"))
+    maps = preprocess.predict_file(runner, photo("horse.png"))
+    dark = rgb.mean(axis=-1) < 100
+    rows, cols = np.nonzero(dark)
+    horse = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    box = maps["crop_box"]
+    assert _contains(box + np.array([-8, -8, 8, 8]), horse)  # within the coarse first pass's precision
+    assert box[2] - box[0] < 1.5 * 1.3 * max(horse[2] - horse[0], horse[3] - horse[1])
+
+
+def test_mask_size_must_match(runner):
+    with pytest.raises(DualPMError, match=r"p\.png: mask is 10x10, the photo is 900x600"):
+        preprocess.predict_photo(runner, blob_photo(), np.ones((10, 10), bool), source="p.png")
+    with pytest.raises(DualPMError, match="the mask is empty"):
+        preprocess.predict_photo(runner, blob_photo(), np.zeros((600, 900), bool), source="p.png")
