@@ -49,8 +49,8 @@ class DUALPM_PG_settings(bpy.types.PropertyGroup):
     use_frame_range: BoolProperty(name="Frame Range", default=False, description="Use only part of the BVH")
     bvh_frame_start: IntProperty(name="Start", default=1, min=1, description="First BVH frame (1-based)")
     bvh_frame_end: IntProperty(name="End", default=250, min=1, description="Last BVH frame (1-based)")
-    scale: FloatProperty(name="Scale", default=0.0, min=0.0, soft_max=10.0,
-                         description="Root motion scale; 0 = automatic (ratio of leg lengths)")
+    scale: FloatProperty(name="Root Motion Scale", default=1.0, min=0.0, soft_max=10.0,
+                         description="Multiplies the root's motion (1: scaled by the ratio of leg lengths)")
     frame_start: IntProperty(name="Start Frame", default=1, description="Scene frame of the first key")
     set_scene_range: BoolProperty(name="Set Scene Frame Range", default=True,
                                   description="Make the scene's frame range the action's")

@@ -93,19 +93,22 @@ def mapping_from_pairs(pairs: dict, motion, skeleton):
 
 
 def retarget_armature(context, arm_obj, bvh_path: str, pairs: dict | None = None, in_place: bool = False,
-                      foot_locking: bool = True, frame_range=None, scale: float = 0.0, frame_start: int = 1,
+                      foot_locking: bool = True, frame_range=None, scale: float = 1.0, frame_start: int = 1,
                       set_scene_range: bool = True) -> dict:
-    """Retarget `bvh_path` onto the armature; returns a summary (frames, mapped bones, notes)."""
+    """Retarget `bvh_path` onto the armature; returns a summary (frames, mapped bones, notes).
+
+    `scale` multiplies the root's motion on top of the automatic leg-length ratio."""
     motion, notes = read_motion(bvh_path, frame_range)
     skeleton = rig_skeleton(arm_obj)
     bone_map = auto_mapping(motion, skeleton) if pairs is None else mapping_from_pairs(pairs, motion, skeleton)
-    result = core("retarget").retarget(motion, skeleton, bone_map, in_place=in_place, foot_lock=foot_locking,
-                                       root_scale=scale if scale > 0 else None)
+    result = core("retarget").retarget(motion, skeleton, bone_map, in_place=in_place, foot_lock=foot_locking)
     rotations = np.asarray(result.rotations, dtype=np.float64)
-    root_t = np.asarray(result.root_translation, dtype=np.float64)
+    root_t = np.asarray(result.root_translation, dtype=np.float64) * float(scale)
+    offsets = np.asarray(result.offsets, dtype=np.float64) * float(scale)
     name = f"{arm_obj.name} {os.path.splitext(os.path.basename(bvh_path))[0]}"
     action = animation.write_bone_action(arm_obj, skeleton.joint_names, rotations, root_t,
-                                         skeleton.rest_frames[0], frame_start, name)
+                                         skeleton.rest_frames[0], frame_start, name,
+                                         offsets=offsets if np.any(offsets) else None)
     frames = rotations.shape[0]
     if set_scene_range:
         scene = context.scene
@@ -114,9 +117,11 @@ def retarget_armature(context, arm_obj, bvh_path: str, pairs: dict | None = None
         if fps > 0:
             scene.render.fps, scene.render.fps_base = max(1, int(round(fps))), max(1, int(round(fps))) / fps
     arm_obj["dualpm_motion"] = os.path.basename(bvh_path)
+    contacts = {k: int(np.sum(v)) for k, v in (result.contacts or {}).items()}
     return {"bvh": os.path.basename(bvh_path), "frames": frames, "fps": round(float(motion.fps), 3),
             "mapped_bones": len(bone_map.pairs), "action": action.name, "notes": notes,
-            "frame_range": [frame_start, frame_start + frames - 1]}
+            "frame_range": [frame_start, frame_start + frames - 1], "root_scale": round(float(result.scale), 5),
+            "contact_frames": contacts}
 
 
 def _report_error(op, e):

