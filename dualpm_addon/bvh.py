@@ -46,7 +46,8 @@ ROTATION = ("Xrotation", "Yrotation", "Zrotation")
 SCALE = ("Xscale", "Yscale", "Zscale")
 _CANONICAL = {c.lower(): c for c in POSITION + ROTATION + SCALE}
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
-MAX_JOINTS = 100_000  # a guard against pathological files, far above any real rig
+MAX_JOINTS = 100_000  # guards against pathological files, far above any real rig or clip
+MAX_FRAMES = 10_000_000
 
 
 class BVHWarning(UserWarning):
@@ -443,7 +444,7 @@ def parse(text, *, source: str = "BVH", strict: bool = False) -> Motion:
     joints = _parse_hierarchy(head_text, source, has_motion=motion_text is not None)
     names, parents, offsets, channels, end_sites = joints
     if motion_text is None:
-        raise _error(source, head_text.count("\n") + 1, "no MOTION section")
+        raise _error(source, head_text.rstrip().count("\n") + 1, "no MOTION section after the hierarchy")
     num_channels = sum(len(c) for c in channels)
     frame_time, data = _parse_motion(motion_text, motion_line, num_channels, source, strict)
     return Motion(tuple(names), np.array(parents, dtype=np.int64), np.array(offsets, dtype=np.float64).reshape(-1, 3),
@@ -554,7 +555,7 @@ def _parse_hierarchy(text: str, source: str, has_motion: bool):
                 raise _error(source, line, f"joint {names[j]} has a second CHANNELS line")
             need(2, "a CHANNELS line", line)
             count_tok = toks[i + 1][0]
-            if not count_tok.isdigit() or int(count_tok) > 9:
+            if not (count_tok.isascii() and count_tok.isdigit()) or int(count_tok) > 9:
                 raise _error(source, line, f"CHANNELS count {count_tok[:40]!r} is not a number from 0 to 9")
             k = int(count_tok)
             need(2 + k, "a CHANNELS line", line)
@@ -609,7 +610,7 @@ def _parse_motion(text: str, first_line: int, num_channels: int, source: str, st
     if len(header) < 1:
         raise _error(source, first_line, "MOTION without a 'Frames:' line")
     frames_tok = _header_value(header[0][0], ("Frames:",))
-    if frames_tok is None or not frames_tok.isdigit():
+    if frames_tok is None or not (frames_tok.isascii() and frames_tok.isdigit()):
         raise _error(source, header[0][1], f"expected 'Frames: N', found {header[0][0].strip()[:60]!r}")
     declared = int(frames_tok)
     if len(header) < 2:
@@ -624,6 +625,8 @@ def _parse_motion(text: str, first_line: int, num_channels: int, source: str, st
     body = "\n".join(lines[k:])
     if num_channels == 0:
         # Nothing to read: every frame is the rest pose (a hierarchy-only file or dummy rig).
+        if declared > MAX_FRAMES:
+            raise _error(source, header[0][1], f"{declared} frames is more than {MAX_FRAMES}")
         if body.strip():
             extra = next(i for i, r in enumerate(lines[k:]) if r.strip())
             raise _error(source, body_line + extra, "motion values, but no joint has channels")
@@ -677,10 +680,10 @@ def _parse_rows(body: str, body_line: int, num_channels: int, source: str, stric
     if rows == 0:
         return np.zeros((0, num_channels))
     block = body[:end]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numpy warns when it stops early; the count check below catches that
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # numpy warns when it stops before the end: a bad value
         values = np.fromstring(block, dtype=np.float64, sep=" ")
-    if values.size != rows * num_channels or not np.all(np.isfinite(values)):
+    if caught or values.size != rows * num_channels or not np.all(np.isfinite(values)):
         _locate_bad_value(block, body_line, source)
         # Every token is a plain number, yet numpy read them differently (exotic whitespace).
         values = np.array(block.split(), dtype=np.float64)
