@@ -1,0 +1,103 @@
+"""`dualpm retarget BVH --rig FILE --out FILE [--map FILE] [--in-place] [--no-foot-lock]`
+
+Carries BVH motion onto a rig: a baked template (.npz, e.g. assets/template_horse.npz or a
+species from .cache/templates) or another BVH file's skeleton. Writes BVH or glTF (.glb, with
+the template's skinned mesh when the rig is a template) by the output's extension. Bones are
+paired automatically (bone_map.py); `--map` overrides pairs from a JSON object of target bone ->
+source bone (or null). `--json` writes what was done and how long it took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from .. import bone_map, bvh, gltf_write, retarget, template
+from ..errors import DualPMError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("bvh", metavar="BVH", help="the motion capture file to retarget")
+    parser.add_argument("--rig", required=True, metavar="FILE", help="target rig: a baked template (.npz) or a BVH file")
+    parser.add_argument("--out", required=True, metavar="FILE", help="output: .bvh or .glb")
+    parser.add_argument("--map", metavar="FILE", help="JSON bone map overriding automatic pairs: {\"TargetBone\": \"SourceBone\" or null}")
+    parser.add_argument("--in-place", action="store_true", help="drop the horizontal root motion")
+    parser.add_argument("--no-foot-lock", action="store_true", help="do not hold the feet during ground contacts")
+    parser.add_argument("--json", metavar="FILE", help="write a summary (pairs, contacts, timings) as JSON")
+
+
+def _load_rig(path: str):
+    """(Skeleton, Template or None) from a .npz template or a .bvh file."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+        tpl = template.load(path)
+        return tpl.skeleton, tpl
+    if ext == ".bvh":
+        return retarget.skeleton_from_motion(bvh.read(path)), None
+    raise DualPMError(f"{path}: a rig is a baked template (.npz) or a BVH file (.bvh)")
+
+
+def run(args) -> int:
+    out_ext = os.path.splitext(args.out)[1].lower()
+    if out_ext not in (".bvh", ".glb"):
+        raise DualPMError(f"{args.out}: the output must end in .bvh or .glb")
+    timings = {}
+
+    def progress(msg: str):
+        print(f"dualpm retarget: {msg}", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    progress(f"reading {args.bvh}")
+    motion = bvh.read(args.bvh)
+    timings["read_s"] = time.perf_counter() - t0
+    skeleton, tpl = _load_rig(args.rig)
+    t1 = time.perf_counter()
+    source_rig, target_rig = bone_map.Rig.from_motion(motion), bone_map.Rig.from_skeleton(skeleton)
+    mapping = bone_map.auto_map(source_rig, target_rig)
+    if args.map:
+        mapping = bone_map.apply_override(mapping, bone_map.load_override(args.map), source_rig, target_rig,
+                                          origin=args.map)
+    timings["map_s"] = time.perf_counter() - t1
+    progress(f"{len(mapping.pairs)} of {skeleton.num_joints} target bones paired; retargeting {motion.num_frames} frames")
+    t2 = time.perf_counter()
+    result = retarget.retarget(motion, skeleton, mapping, in_place=args.in_place, foot_lock=not args.no_foot_lock,
+                               progress=progress)
+    timings["retarget_s"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise DualPMError(f"{args.out}: the folder {out_dir} does not exist")
+    if out_ext == ".bvh":
+        out = bvh.from_skeleton_pose(skeleton, result.rotations, result.root_translation, result.offsets,
+                                     frame_time=motion.frame_time)
+        bvh.write(args.out, out)
+    else:
+        mesh = {}
+        if tpl is not None:
+            mesh = dict(vertices=tpl.vertices, faces=tpl.faces, skin_joints=tpl.skin_joints, skin_weights=tpl.skin_weights)
+        gltf_write.write_glb(args.out, skeleton, rotations=result.rotations, root_translation=result.root_translation,
+                             offsets=result.offsets, fps=motion.fps,
+                             animation_name=os.path.splitext(os.path.basename(args.bvh))[0], **mesh)
+    timings["write_s"] = time.perf_counter() - t3
+    timings["total_s"] = time.perf_counter() - t0
+    summary = {
+        "bvh": args.bvh, "rig": args.rig, "out": args.out, "frames": motion.num_frames, "fps": motion.fps,
+        "source_joints": motion.num_joints, "target_joints": skeleton.num_joints,
+        "paired": len(mapping.pairs), "scale": result.scale, "in_place": bool(args.in_place),
+        "foot_lock": not args.no_foot_lock,
+        "contact_frames": {k: int(v.sum()) for k, v in result.contacts.items()},
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "retarget_ms_per_frame": round(1000 * timings["retarget_s"] / max(motion.num_frames, 1), 4),
+        "pairs": mapping.to_json(),
+    }
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=2)
+        except OSError as e:
+            raise DualPMError(f"{args.json}: cannot write ({e.strerror or e})") from None
+    progress(f"wrote {args.out} ({motion.num_frames} frames, {len(mapping.pairs)} bones paired, "
+             f"{timings['total_s']:.2f} s)")
+    return 0
