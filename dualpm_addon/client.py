@@ -84,7 +84,15 @@ class LocalServer:
         self.stderr_tail: deque = deque(maxlen=40)
         cmd = [python, "-m", "model_server", "--port", "0", "--watch-stdin", *args]
         env = dict(os.environ)
-        env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        paths = [_ROOT]
+        if os.path.realpath(python) == os.path.realpath(sys.executable):
+            # The same interpreter: give it the same packages. Inside Blender, sys.path holds the
+            # folders Blender adds at run time (extension wheels such as onnxruntime) that a bare
+            # `python -m` would not see.
+            paths += [p for p in sys.path if p and os.path.isdir(p) and p not in paths]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
         kw = {}
         if os.name == "nt":
@@ -132,7 +140,7 @@ class LocalServer:
         end = time.monotonic() + timeout
         while True:
             if cancelled.is_set():
-                self.stop()
+                self.stop(graceful=False)
                 raise InferenceCancelled("inference server start cancelled")
             try:
                 line = self._lines.get(timeout=0.05)
@@ -150,11 +158,11 @@ class LocalServer:
                     if not isinstance(url, str) or not isinstance(token, str):
                         raise TypeError
                 except (ValueError, KeyError, TypeError):
-                    self.stop()
+                    self.stop(graceful=False)
                     raise DualPMError(f"inference server sent a bad handshake line: {line[:120]!r}") from None
                 return url, token
             if time.monotonic() > end:
-                self.stop()
+                self.stop(graceful=False)
                 raise DualPMError(f"server did not start within {timeout:g} s: {self.last_line()}")
 
     def alive(self) -> bool:
@@ -166,7 +174,9 @@ class LocalServer:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self):
+    def stop(self, graceful: bool = True):
+        if not graceful and self.proc.poll() is None:  # it never started serving: nothing to finish
+            self.proc.terminate()
         self._finalizer()
 
 

@@ -194,8 +194,8 @@ class Handler(BaseHTTPRequestHandler):
         return hmac.compare_digest(given, self.state.token)
 
     def _unread_body(self) -> bool:
-        return self.command not in ("GET", "HEAD") and (
-            self.headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in self.headers)
+        return (self.headers.get("Content-Length", "0").strip() not in ("", "0")
+                or "Transfer-Encoding" in self.headers)
 
     def _refuse(self, status: int, message: str, headers=()):
         """Answer without reading the body, then close the connection (lingering, see below)."""
@@ -233,13 +233,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self):
         self._dispatch("DELETE")
 
-    def do_HEAD(self):
-        self._dispatch("HEAD")
-
     def _dispatch(self, method: str):
         if not self._authorized():
             self._refuse(401, "missing or wrong bearer token", headers=[("WWW-Authenticate", "Bearer")])
             return
+        if method != "POST" and self._unread_body():
+            self.close_connection = True  # a body nobody reads must not be taken for the next request
         self.state.begin()
         try:
             self._route(method)
@@ -344,6 +343,9 @@ class Handler(BaseHTTPRequestHandler):
         deadline = start + cfg.request_timeout
         if "Transfer-Encoding" in self.headers:
             return self._refuse(411, "chunked bodies are not supported; send Content-Length")
+        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            return self._refuse(415, f"Content-Encoding {encoding} is not supported; send the body uncompressed")
         raw_len = self.headers.get("Content-Length")
         if raw_len is None:
             return self._refuse(411, "Content-Length is required")

@@ -174,6 +174,18 @@ def test_missing_content_length_is_411(server):
     assert answer.startswith(b"HTTP/1.1 411")
 
 
+def test_compressed_request_is_415(server):
+    import tritonclient.http as th
+    from tritonclient.utils import InferenceServerException
+
+    image, mask = _images(1)
+    with pytest.raises(InferenceServerException) as e:
+        triton_client(server).infer("dualpm", triton_inputs(image, mask), headers=dict(server.auth),
+                                    outputs=[th.InferRequestedOutput("occupancy")],
+                                    request_compression_algorithm="gzip")
+    assert e.value.status() == "415" and "Content-Encoding gzip is not supported" in e.value.message()
+
+
 @pytest.mark.parametrize("case,reason", [
     ("name", "unknown input 'imgae'; the model's inputs are image, mask"),
     ("shape", "input 'image' has shape [1, 100, 100, 3], expected [N, 160, 160, 3]"),
