@@ -3,7 +3,7 @@
 Library (what the training DataLoader calls; no torch here):
 
     synth = Synthesizer(".cache/templates", size=160, layers=4, species=None,
-                        exclude_clips=(), backgrounds_dir=".cache/backgrounds")
+                        exclude_clips=(), backgrounds_dir="auto")  # None: procedural only
     sample = synth.sample(seed)          # dict of numpy arrays, a pure function of (settings, seed)
     for sample in synth.stream(run_seed, start=0, stop=None): ...
     synth.sample(sample_seed(run_seed, i))   # sample i of run `run_seed`, as `dualpm synth` writes it
@@ -52,6 +52,7 @@ from . import poses, raycast, render
 FORMAT = "dualpm-synth"
 FORMAT_VERSION = 1
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed: zip entries carry a timestamp, and the bytes must not
+AUTO = "auto"  # backgrounds: .cache/backgrounds when it exists (scripts/data/backgrounds.sh), else none
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,20 @@ def sample_camera(rng: np.random.Generator, points_world: np.ndarray, size: int,
     # Roll about the optical axis, then turn the camera so the animal sits off centre.
     c, s = np.cos(roll), np.sin(roll)
     r = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ w2c[:3, :3]
-    box = extent(dist)
-    room = max(size - box, 0.0) / 2
-    offset = shift * room * 0.9
+    # Where the animal's box lies now, and how far it may move and stay inside the frame.
+    cam_pts = (pts - eye) @ r.T
+    uv = cam_pts[:, :2] / cam_pts[:, 2:3] * f + size / 2
+    lo_uv, hi_uv = uv.min(axis=0), uv.max(axis=0)
+    box = hi_uv - lo_uv
+    margin = 0.02 * size
+    low, high = -lo_uv + margin, size - hi_uv - margin  # allowed content shift per axis
+    offset = np.where(low <= high, low + (high - low) * (0.5 + 0.45 * shift), 0.5 * (low + high))
     if cut:
-        offset = np.where(over != 0, np.sign(over) * (room + np.abs(over) * box), offset)
-    turn = quat_to_matrix(rotation_between(np.array([offset[0] / f, offset[1] / f, 1.0]), np.array([0, 0, 1.0])))
+        # Push across one or both borders by 5-35 % of the box.
+        beyond = np.where(over > 0, high + over * box, low + over * box)
+        offset = np.where(over != 0, beyond, offset)
+    # Turning the camera towards the ray now at (centre - offset) moves the content by +offset.
+    turn = quat_to_matrix(rotation_between(np.array([-offset[0] / f, -offset[1] / f, 1.0]), np.array([0, 0, 1.0])))
     r = turn @ r
     w2c = np.eye(4)
     w2c[:3, :3] = r
@@ -165,7 +174,7 @@ class Synthesizer:
     """Deterministic sample generator over a folder of baked templates (module docstring)."""
 
     def __init__(self, templates_dir: str | None = None, size: int = 160, layers: int = 4,
-                 species=None, exclude_clips=(), backgrounds_dir: str | None = None,
+                 species=None, exclude_clips=(), backgrounds_dir: str | None = AUTO,
                  config: SynthConfig | None = None):
         if not isinstance(size, (int, np.integer)) or size < 8:
             raise DualPMError(f"size must be an integer of at least 8 pixels, got {size}")
@@ -189,7 +198,9 @@ class Synthesizer:
         self.config = config or SynthConfig()
         if self.exclude_clips:
             self._check_exclusions()
-        self.backgrounds = render.Backgrounds(backgrounds_dir)
+        if backgrounds_dir == AUTO:
+            backgrounds_dir = default_backgrounds_dir() if os.path.isdir(default_backgrounds_dir()) else None
+        self.backgrounds = render.Backgrounds(backgrounds_dir or None)
         self._data: dict[str, _Species] = {}
 
     def _check_exclusions(self) -> None:
@@ -422,7 +433,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="processes (default: every core)")
     parser.add_argument("--templates", default=None, help="folder of baked templates (default .cache/templates)")
     parser.add_argument("--backgrounds", default=None,
-                        help="folder of background photos (default .cache/backgrounds when present)")
+                        help="folder of background photos (default .cache/backgrounds when present; "
+                             "'' for procedural backgrounds only)")
     parser.add_argument("--no-compress", action="store_true", help="store arrays uncompressed")
     parser.add_argument("--contact-sheet", action="store_true", help="also write DIR/contact_sheet.png")
 
@@ -492,9 +504,7 @@ def run(args) -> int:
         raise DualPMError(f"--layers must be at least 1, got {args.layers}")
     if args.workers < 0:
         raise DualPMError(f"--workers must be positive, got {args.workers}")
-    bgdir = args.backgrounds
-    if bgdir is None and os.path.isdir(default_backgrounds_dir()):
-        bgdir = default_backgrounds_dir()
+    bgdir = AUTO if args.backgrounds is None else args.backgrounds
     kwargs = dict(templates_dir=args.templates, size=args.size, layers=args.layers, species=args.species,
                   exclude_clips=args.exclude_clips, backgrounds_dir=bgdir)
     synth = Synthesizer(**kwargs)  # validates everything before any file is touched
@@ -568,6 +578,7 @@ def _check_previous(out: str, final: str, partial: str, manifest: dict) -> None:
             raise DualPMError(f"{out}: holds samples without a manifest; choose an empty --out")
         return
     keys = ("format", "version", "seed", "compressed", "parameters", "templates", "backgrounds")
+    manifest = json.loads(json.dumps(manifest))  # tuples become lists, as in the file
     differs = [k for k in keys if previous.get(k) != manifest.get(k)]
     if differs:
         raise DualPMError(f"{out}: holds a run with other settings ({', '.join(differs)} differ); "
