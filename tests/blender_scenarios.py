@@ -436,7 +436,15 @@ def scenario_retarget(data: str, bvh: str) -> dict:
     return info
 
 
-SCENARIOS = {"reconstruct": scenario_reconstruct, "errors": scenario_errors, "job_cancel": scenario_job_cancel,
+def scenario_headless(data: str, argv: list[str]) -> dict:
+    """What `blender -b --python-expr "import ...headless as h; sys.exit(h.main([...]))"` runs,
+    through the installed extension's own package."""
+    code = addon_module("operators.headless").main(argv)
+    out = argv[argv.index("--out") + 1]
+    return {"exit_code": code, "files": sorted(os.listdir(out))}
+
+
+SCENARIOS = {"headless": scenario_headless, "reconstruct": scenario_reconstruct, "errors": scenario_errors, "job_cancel": scenario_job_cancel,
              "camera": scenario_camera, "retarget": scenario_retarget}
 
 
@@ -449,6 +457,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--photo", action="append", default=[])
     ap.add_argument("--bvh", default=None)
+    ap.add_argument("--argv", default="[]", help="headless: the batch command's arguments as JSON")
     args = ap.parse_args(argv)
     install(args.install)
     kwargs = {"data": args.data}
@@ -456,6 +465,8 @@ def main(argv=None) -> int:
         kwargs.update(photos=args.photo, bvh=args.bvh)
     if args.scenario == "retarget":
         kwargs.update(bvh=args.bvh)
+    if args.scenario == "headless":
+        kwargs.update(argv=json.loads(args.argv))
     try:
         result = SCENARIOS[args.scenario](**kwargs)
     except BaseException:

@@ -1,0 +1,107 @@
+"""dualpm_addon.pipeline: the bpy-free half of Reconstruct from photo (the Blender side is tested
+in test_operators_blender.py)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dualpm_addon import camera, pipeline
+from dualpm_addon.errors import DualPMError
+
+
+def test_photo_intrinsics_invert_crop_intrinsics():
+    k = camera.intrinsics_from_focal_mm(42.0, 1024, 768, principal=(500.3, 390.1))
+    box = (210.5, 80.25, 610.5, 480.25)
+    crop = camera.crop_intrinsics(k, box, (160, 160))
+    np.testing.assert_allclose(pipeline.photo_intrinsics_from_crop(crop, box, 160), k, atol=1e-9)
+
+
+def test_unskin_inverts_linear_blend_skinning(horse):
+    rng = np.random.default_rng(1)
+    clip = horse.clip("Gallop")
+    rot = clip.rotations[7]
+    sk = horse.skeleton
+    idx = rng.choice(len(horse.vertices), 500, replace=False)
+    joints, weights = horse.skin_joints[idx], horse.skin_weights[idx]
+    from dualpm_addon.skinning import linear_blend_skinning
+
+    posed = linear_blend_skinning(horse.vertices[idx], joints, weights,
+                                  sk.skinning_matrices(sk.forward_kinematics(rot)))
+    rest = pipeline.unskin(posed, sk, rot, joints, weights)
+    np.testing.assert_allclose(rest, horse.vertices[idx], atol=1e-9)
+
+
+def test_model_version_from_runner_or_server_metadata():
+    class Meta:
+        def __init__(self, m):
+            self.metadata = m
+
+    assert pipeline.model_version(Meta({"model_version": "7"})) == "7"
+    assert pipeline.model_version(Meta({"name": "dualpm", "parameters": {"model_version": "8"}})) == "8"
+    assert pipeline.model_version(Meta(None)) == "unknown"
+
+
+def test_from_pointmap_refuses_a_map_with_too_few_points(horse):
+    h = w = 16
+    pm = {"P": np.zeros((4, h, w, 3), np.float32), "Q": np.zeros((4, h, w, 3), np.float32),
+          "occupancy": np.zeros((4, h, w), np.float32), "confidence": np.ones((4, h, w), np.float32),
+          "intrinsics": np.eye(3, dtype=np.float32)}
+    photo = pipeline.PhotoInput(np.zeros((h, w, 3), np.uint8), None, None, "empty.png")
+    with pytest.raises(DualPMError, match="no animal found in empty.png"):
+        pipeline.from_pointmap(pm, photo, template=horse)
+
+
+def test_stage_fraction_is_monotone_over_the_stages():
+    values = [pipeline.stage_fraction(s, f) for s in pipeline.STAGES for f in (0.0, 0.5, 1.0)]
+    assert values == sorted(values) and values[0] == 0.0 and values[-1] == 1.0
+
+
+def test_job_reports_progress_result_and_errors():
+    gate = threading.Event()
+
+    def work(report, cancelled):
+        report("fit", 0.25)
+        gate.wait(5)
+        return 42
+
+    job = pipeline.Job(work).start()
+    for _ in range(100):
+        if job.progress() == ("fit", 0.25):
+            break
+        time.sleep(0.01)
+    assert job.progress() == ("fit", 0.25) and not job.done
+    with pytest.raises(RuntimeError, match="still running"):
+        job.result()
+    gate.set()
+    assert job.wait(5) and job.result() == 42
+
+    def boom(report, cancelled):
+        raise DualPMError("photo.jpg: no animal found")
+
+    job = pipeline.Job(boom).start()
+    assert job.wait(5)
+    with pytest.raises(DualPMError, match="no animal found"):
+        job.result()
+    assert "DualPMError" in job.traceback
+
+
+def test_job_cancel_sets_the_flag_and_runs_the_hooks_promptly():
+    hooked = threading.Event()
+
+    def work(report, cancelled):
+        while not cancelled():
+            time.sleep(0.005)
+        raise pipeline.Cancelled("cancelled")
+
+    job = pipeline.Job(work)
+    job.add_cancel_hook(hooked.set)
+    job.add_cancel_hook(lambda: 1 / 0)  # a failing hook does not stop the cancel
+    job.start()
+    t = time.perf_counter()
+    job.cancel()
+    assert job.wait(2) and time.perf_counter() - t < 0.5
+    assert hooked.is_set() and job.cancelled
+    with pytest.raises(pipeline.Cancelled):
+        job.result()
