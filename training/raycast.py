@@ -478,7 +478,9 @@ def interpolate(values: np.ndarray, faces: np.ndarray, face: np.ndarray, bary: n
     """Barycentric blend of per-vertex values (V, C) at hits (...,) -> (..., C); 0 where face < 0."""
     out = np.zeros(face.shape + (values.shape[1],))
     sel = face >= 0
-    out[sel] = np.einsum("nk,nkc->nc", bary[sel], values[faces[face[sel]]])
+    f, b = face[sel], bary[sel]
+    tri = faces[f]
+    out[sel] = b[:, 0:1] * values[tri[:, 0]] + b[:, 1:2] * values[tri[:, 1]] + b[:, 2:3] * values[tri[:, 2]]
     return out
 
 
@@ -500,15 +502,28 @@ def pixel_box(vertices_cam: np.ndarray, intrinsics: np.ndarray, height: int, wid
     return x0, y0, max(x0, x1), max(y0, y1)
 
 
+def pixel_rays(intrinsics: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """(y1-y0, x1-x0, 3) ray directions (z = 1) through the pixel centres of `box` (x0, y0, x1, y1):
+    the same numbers as dualpm_addon.camera.pixel_rays on that part of the image, built by
+    broadcasting one row and one column instead of a full grid."""
+    k = np.asarray(intrinsics, dtype=np.float64)
+    x0, y0, x1, y1 = box
+    y = ((np.arange(y0, y1) + 0.5) - k[1, 2]) / k[1, 1]
+    x = ((np.arange(x0, x1) + 0.5)[None, :] - k[0, 2] - k[0, 1] * y[:, None]) / k[0, 0]
+    out = np.empty((y1 - y0, x1 - x0, 3))
+    out[..., 0] = x
+    out[..., 1] = y[:, None]
+    out[..., 2] = 1.0
+    return out
+
+
 def cast_pixels(welded: np.ndarray, topo: Topology, intrinsics: np.ndarray, height: int, width: int,
                 layers: int, scene=None) -> tuple[Hits, np.ndarray]:
     """Hits (layers, H*W) through every pixel centre of a camera at the origin, and the ray
     directions (H*W, 3) with z = 1. Rays outside the mesh's pixel box are not cast."""
-    from dualpm_addon.camera import pixel_rays  # noqa: PLC0415
-
     if scene is None:
         scene = make_scene(welded, topo.faces)
-    d = pixel_rays(np.asarray(intrinsics, dtype=np.float64), height, width)
+    d = pixel_rays(intrinsics, (0, 0, width, height))
     x0, y0, x1, y1 = pixel_box(welded, intrinsics, height, width)
     n = height * width
     hits = Hits(face=np.full((layers, n), -1, dtype=np.int32), t=np.full((layers, n), np.inf),

@@ -278,9 +278,9 @@ class Backgrounds:
 
 def ray_directions_world(intrinsics: np.ndarray, extrinsics: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W, 3) world-space directions of the pixel-centre rays (z = 1 in camera space)."""
-    from dualpm_addon.camera import pixel_rays  # noqa: PLC0415
+    from .raycast import pixel_rays  # noqa: PLC0415
 
-    return pixel_rays(intrinsics, height, width) @ extrinsics[:3, :3]  # R^T d, row-wise
+    return pixel_rays(intrinsics, (0, 0, width, height)) @ extrinsics[:3, :3]  # R^T d, row-wise
 
 
 def _fractal(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, octaves: int = 5) -> np.ndarray:

@@ -125,16 +125,18 @@ def sample_camera(rng: np.random.Generator, points_world: np.ndarray, size: int,
     rel = (pts - centre) @ rot.T
     radius = float(np.max(np.linalg.norm(rel, axis=1)))
 
+    hull = rel[::max(1, len(rel) // 512)]  # a subset is plenty for the box size
+
     def extent(dist):
-        z = rel[:, 2] + dist
-        return f * max(np.ptp(rel[:, 0] / z), np.ptp(rel[:, 1] / z))
+        z = hull[:, 2] + dist
+        return f * max(np.ptp(hull[:, 0] / z), np.ptp(hull[:, 1] / z))
 
     lo, hi = radius * 1.05 + 0.05, radius * 1.05 + 0.05 + 1e4 * max(radius, 0.1)
     want = fill * size
     if extent(lo) <= want:
         dist = lo
     else:
-        for _ in range(60):  # bisection: the extent falls as the camera backs off
+        for _ in range(40):  # bisection in log distance: the extent falls as the camera backs off
             mid = np.sqrt(lo * hi)
             lo, hi = (mid, hi) if extent(mid) > want else (lo, mid)
         dist = hi
@@ -268,7 +270,8 @@ class Synthesizer:
         hits = pm.pop("hits")
         mask = pm["occupancy"][0] > 0
 
-        img, occluder, bg_name = self._image(sd, welded, world, w2c, k, scene, g_look, g_light, g_bg, g_fx, mask)
+        img, occluder, bg_name = self._image(sd, welded, world, w2c, k, scene, hits, g_look, g_light, g_bg, g_fx,
+                                             mask)
         joints_world = t.skeleton.joint_positions(frames) @ m2w[:3, :3].T + m2w[:3, 3]
         joints = joints_world @ w2c[:3, :3].T + w2c[:3, 3]
         out = dict(pm)
@@ -300,27 +303,42 @@ class Synthesizer:
         return out
 
     # -- image -----------------------------------------------------------------------------------
-    def _image(self, sd, welded, world, w2c, k, scene, g_look, g_light, g_bg, g_fx, mask):
+    def _image(self, sd, welded, world, w2c, k, scene, hits, g_look, g_light, g_bg, g_fx, mask):
         size, cfg, t, topo = self.size, self.config, sd.template, sd.topo
         look = render.sample_look(t, sd.coat, g_look)
         light = render.sample_light(g_light)
+        d_pix = raycast.pixel_rays(k, (0, 0, size, size)).reshape(-1, 3)
         rot = w2c[:3, :3]
         sun_cam, up_cam = rot @ light.sun, rot @ np.array([0.0, 0.0, 1.0])
 
-        # First surface through 2x2 sub-pixel positions, for anti-aliased edges and shading.
+        # What each pixel shows: inside the silhouette, layer 0 at the pixel centre (the exact
+        # hit of the targets); on its edge (a pixel whose 3x3 neighbourhood is partly empty),
+        # 2x2 sub-pixel rays, whose hits are shaded and averaged: anti-aliased edges, and
+        # coverage = hits / 4 blends the animal over the background.
+        occ = hits.face[0].reshape(size, size) >= 0
+        pad = np.pad(occ, 1, mode="edge")
+        win = [pad[1 + dy:1 + dy + size, 1 + dx:1 + dx + size] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        edge = np.logical_or.reduce(win) & ~np.logical_and.reduce(win)
+        inner = occ & ~edge
         s = render.SUPERSAMPLE
-        k2 = cam.crop_intrinsics(k, (0, 0, size, size), (size * s, size * s))
-        x0, y0, x1, y1 = raycast.pixel_box(welded, k2, size * s, size * s)
-        d_all = cam.pixel_rays(k2, size * s, size * s)
-        d = d_all[y0:y1, x0:x1].reshape(-1, 3)
-        face, tdist, bary = raycast.first_hits(scene, d)
-        hit = face >= 0
-        f, b = face[hit], bary[hit]
-        pts = tdist[hit][:, None] * d[hit]
+        ey, ex = np.nonzero(edge)
+        off = (np.arange(s) + 0.5) / s
+        su = (ex[:, None, None] + off[None, None, :]).repeat(s, axis=1)  # (E, s, s): sub-pixel u
+        sv = (ey[:, None, None] + off[None, :, None]).repeat(s, axis=2)
+        yy = (sv - k[1, 2]) / k[1, 1]
+        sub_d = np.stack([(su - k[0, 2] - k[0, 1] * yy) / k[0, 0], yy, np.ones_like(yy)], -1).reshape(-1, 3)
+        sface, st, sbary = raycast.first_hits(scene, sub_d)
+        shit = sface >= 0
+        d_in = d_pix[inner.reshape(-1)]
+        f = np.concatenate([hits.face[0][inner.reshape(-1)], sface[shit]]).astype(np.int64)
+        b = np.concatenate([hits.bary[0][inner.reshape(-1)], sbary[shit]])
+        dirs_hit = np.concatenate([d_in, sub_d[shit]])
+        pts = np.concatenate([hits.t[0][inner.reshape(-1)], st[shit]])[:, None] * dirs_hit
         normals = self._vertex_normals(welded, topo.faces)
-        n = np.einsum("nk,nkc->nc", b, normals[topo.faces[f]])
+        tri = topo.faces[f]
+        n = b[:, 0:1] * normals[tri[:, 0]] + b[:, 1:2] * normals[tri[:, 1]] + b[:, 2:3] * normals[tri[:, 2]]
         n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-        n = np.where((np.sum(n * d[hit], axis=1) > 0)[:, None], -n, n)  # face the camera
+        n = np.where((np.sum(n * dirs_hit, axis=1) > 0)[:, None], -n, n)  # face the camera
         q = raycast.interpolate(sd.q_ext, topo.ext_faces, f, b)
         alb = render.albedo(sd.material[f], q, look)
         # Cast shadows: one more pass from each shaded point towards the sun.
@@ -332,18 +350,20 @@ class Synthesizer:
             blocked = scene.run(org.astype(np.float32),
                                 np.broadcast_to(sun_cam, org.shape).astype(np.float32)) >= 0
             lit[towards] = np.where(blocked, 0.0, 1.0)
-        rgb_hit = render.shade(alb, n, up_cam, sun_cam, light, lit)
-        fg_box = np.zeros((len(d), 3), dtype=np.float32)
-        fg_box[hit] = rgb_hit
-        fg_full = np.zeros((size * s, size * s, 3), dtype=np.float32)
-        fg_full[y0:y1, x0:x1] = fg_box.reshape(y1 - y0, x1 - x0, 3)
-        cov_full = np.zeros((size * s, size * s), dtype=np.float32)
-        cov_full[y0:y1, x0:x1] = hit.reshape(y1 - y0, x1 - x0)
-        fg, coverage = render.box_filter(fg_full, s), render.box_filter(cov_full, s)
+        rgb_hit = render.shade(alb, n, up_cam, sun_cam, light, lit).astype(np.float32)
+        fg = np.zeros((size, size, 3), dtype=np.float32)
+        coverage = np.zeros((size, size), dtype=np.float32)
+        n_in = int(inner.sum())
+        fg[inner] = rgb_hit[:n_in]
+        coverage[inner] = 1.0
+        sub_rgb = np.zeros((len(sub_d), 3), dtype=np.float32)
+        sub_rgb[shit] = rgb_hit[n_in:]
+        fg[ey, ex] = sub_rgb.reshape(-1, s * s, 3).mean(axis=1)
+        coverage[ey, ex] = shit.reshape(-1, s * s).mean(axis=1)
 
         # Background and the animal's soft shadow on the ground.
         eye = -w2c[:3, :3].T @ w2c[:3, 3]
-        dirs = render.ray_directions_world(k, w2c, size, size)
+        dirs = (d_pix @ w2c[:3, :3]).reshape(size, size, 3)  # world directions: R^T d, row-wise
         ground_z = min(0.0, float(world[:, 2].min()))
         if len(self.backgrounds) and g_bg.uniform() < cfg.photo_probability:
             i = int(g_bg.integers(len(self.backgrounds)))
