@@ -42,6 +42,8 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     p.add_argument("--include-train", action="store_true", help="also evaluate samples of the training split (a sanity check)")
+    p.add_argument("--photos", help="folder with real photos (chelsea.png, quokka.jpg + quokka_annotations.json): "
+                   "run through dualpm_addon.preprocess, quokka mask IoU against its outline polygon, previews")
 
 
 def body_lengths(templates_dir: str, species: set[str]) -> dict[str, float]:
@@ -200,6 +202,63 @@ def report_picture(shown: list, path: str) -> None:
     canvas.save(path)
 
 
+def polygon_mask(points, height: int, width: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(im).polygon([(float(x), float(y)) for x, y in points], fill=255)
+    return np.asarray(im) > 127
+
+
+def photo_look(model: str, folder: str, out_dir: str) -> dict:
+    """Real photos through the shipped path (image_io + preprocess + inference.Runner): for each
+    photo the crop, predicted occupancy and the kept points from the side; for the quokka the mask
+    IoU against its annotated outline (in the crop's grid, the true mask cropped the same way)."""
+    from PIL import Image
+
+    from dualpm_addon import image_io, preprocess
+    from dualpm_addon.inference import Runner
+
+    runner = Runner(model, device="cpu")
+    out = {}
+    for name in ("chelsea.png", "quokka.jpg"):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        photo = image_io.read_photo(path)
+        try:
+            r = preprocess.predict_photo(runner, photo.rgb, None, photo.focal_mm, name)
+        except DualPMError as e:
+            out[name] = {"error": str(e)}
+            continue
+        keep = metrics.kept(r)
+        fig = {"points_kept": int(keep.sum()), "crop_box": [float(v) for v in r["crop_box"]],
+               "occupied_pixels_layer0": int((r["occupancy"][0] > 0.5).sum())}
+        ann = os.path.join(folder, "quokka_annotations.json")
+        if name == "quokka.jpg" and os.path.isfile(ann):
+            with open(ann) as f:
+                poly = json.load(f)["polygons"][0]["keypoints"]
+            h, w = photo.rgb.shape[:2]
+            true = polygon_mask([(p["x"], p["y"]) for p in poly], h, w)
+            true_grid = preprocess.crop_resize_mask(true, tuple(r["crop_box"]), r["occupancy"].shape[-1]) > 127
+            fig["mask_iou"] = metrics.mask_iou(r["occupancy"][0] > 0.5, true_grid)
+            # the same, with the true mask given as the network's mask input
+            rm = preprocess.predict_photo(runner, photo.rgb, true, photo.focal_mm, name)
+            true_grid_m = preprocess.crop_resize_mask(true, tuple(rm["crop_box"]), rm["occupancy"].shape[-1]) > 127
+            fig["mask_iou_mask_given"] = metrics.mask_iou(rm["occupancy"][0] > 0.5, true_grid_m)
+        pts, cols = r["P"][keep], np.asarray(r["rgb"])[np.nonzero(keep)[1], np.nonzero(keep)[2]]
+        tiles = [np.asarray(r["rgb"], np.uint8),
+                 np.repeat((np.clip(r["occupancy"][0], 0, 1) * 255).astype(np.uint8)[..., None], 3, -1),
+                 np.where((r["occupancy"][0] > 0.5)[..., None], q_colours(r["Q"][0]), 255).astype(np.uint8),
+                 side_view(pts, cols, 160)]
+        pic = os.path.join(out_dir, f"photo_{os.path.splitext(name)[0]}.png")
+        os.makedirs(out_dir, exist_ok=True)
+        Image.fromarray(np.concatenate(tiles, 1)).save(pic)
+        fig["picture"] = pic
+        out[name] = fig
+    return out
+
+
 def finite_json(x):
     """NaN and inf as null: strict JSON."""
     if isinstance(x, dict):
@@ -241,6 +300,8 @@ def run(args) -> int:
               "providers": sess.get_providers(), "splits": results}
     png = args.png or os.path.splitext(args.json)[0] + ".png"
     report["picture"] = png
+    if args.photos:
+        report["photos"] = photo_look(args.model, args.photos, os.path.dirname(os.path.abspath(png)))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(finite_json(report), f, indent=1)

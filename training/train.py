@@ -153,11 +153,19 @@ def validate(net: DualPMNet, loader, device, max_samples: int) -> dict:
     return {"loss": float(np.mean(losses)), "pck": float(np.nanmean(pck)), "mask_iou": float(np.mean(iou)), "samples": n}
 
 
-def make_loaders(args):
+def make_loaders(args, meta_cache: dict | None = None):
+    """Training and validation loaders. With --data the folder is listed again at every epoch
+    (see run), so training can start while `dualpm synth` is still writing; `meta_cache` keeps
+    each file's species and clip so a re-listing opens only new files."""
     val_files = []
     if args.data:
         files = ds.list_samples(args.data)
-        parts = ds.split(files)
+        meta_cache = {} if meta_cache is None else meta_cache
+        parts = {"train": [], "heldout_clips": [], "unseen_species": []}
+        for f in files:
+            if f not in meta_cache:
+                meta_cache[f] = ds.split_of(ds.sample_meta(f))
+            parts[meta_cache[f]].append(f)
         train_files = parts["train"]
         val_files = parts["heldout_clips"] or parts["unseen_species"]
         if not train_files:
@@ -208,7 +216,8 @@ def run(args) -> int:
         load_optimizer(args.out, "last", opt, meta)
         step, best = int(meta["step"]), float(meta.get("best_val", best))
         print(f"dualpm train: resuming {args.out} at step {step}", file=sys.stderr)
-    train_loader, val_loader = make_loaders(args)
+    meta_cache: dict = {}
+    train_loader, val_loader = make_loaders(args, meta_cache)
     amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
@@ -220,14 +229,25 @@ def run(args) -> int:
     meta = {"seed": args.seed, "batch": args.batch, "lr": args.lr, "steps": args.steps, "data": args.data,
             "synth": args.synth, "device": str(device)}
     epoch = 0
+    start_step = step
     done = step >= args.steps
     while not done:
         if isinstance(train_loader.dataset, ds.NpzFolder):
+            if epoch > 0 and len(ds.list_samples(args.data)) != len(meta_cache):
+                train_loader, val_loader = make_loaders(args, meta_cache)
+                print(f"dualpm train: {len(train_loader.dataset)} training samples now", file=sys.stderr)
             train_loader.dataset.epoch = epoch
         for batch in train_loader:
             batch = to_device(batch, device)
+            # cosine decay over whichever budget runs out first, the steps or --time-limit (a
+            # resumed run starts a new schedule: warm-up, then decay over its own budget)
+            frac = (step - start_step) / max(1, args.steps - start_step)
+            if args.time_limit:
+                frac = max(frac, (time.time() - t_start) / (60.0 * args.time_limit))
+            lr = lr_at(step - start_step, args.lr, args.warmup, 1 << 40) if step - start_step < args.warmup else \
+                args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, args.lr, args.warmup, args.steps)
+                g["lr"] = lr
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 out = net(batch["image"], batch["mask_in"])
             parts = dualpm_loss(out, batch)

@@ -1,0 +1,77 @@
+"""Evaluation metrics on hand-made cases."""
+
+import numpy as np
+
+from dualpm_addon import metrics, template
+
+
+def _map(seed=0, k=4, n=16):
+    r = np.random.default_rng(seed)
+    occ = np.zeros((k, n, n), np.float32)
+    occ[:, 4:12, 3:13] = 1
+    occ[2:, 4:12, 3:6] = 0
+    return {"P": r.normal(0, 0.5, (k, n, n, 3)).astype(np.float32) + np.array([0, 0, 5], np.float32),
+            "Q": r.normal(0, 0.5, (k, n, n, 3)).astype(np.float32),
+            "occupancy": occ, "confidence": np.full((k, n, n), 5.0, np.float32)}
+
+
+def test_identical_maps_give_pck_1_chamfer_0_iou_1():
+    m = _map()
+    fig = metrics.evaluate(m, m)
+    assert fig["pck"] == 1.0 and fig["chamfer_cm"] == 0.0 and fig["chamfer_aligned_cm"] < 1e-9 and fig["mask_iou"] == 1.0
+    assert all(layer["occupancy_iou"] == 1.0 and layer["chamfer_cm"] == 0.0 for layer in fig["layers"])
+
+
+def test_pck_counts_points_within_a_tenth_of_body_length():
+    t = _map()
+    p = {k: v.copy() for k, v in t.items()}
+    vis = t["occupancy"][0] > 0.5
+    rows = np.nonzero(vis)
+    half = len(rows[0]) // 2
+    p["Q"][0][rows[0][:half], rows[1][:half]] += np.array([0.3, 0, 0], np.float32)  # 0.3 m > 0.243 m
+    p["Q"][0][rows[0][half:], rows[1][half:]] += np.array([0.2, 0, 0], np.float32)  # 0.2 m < 0.243 m
+    assert metrics.pck(p, t) == half / len(rows[0])
+
+
+def test_chamfer_of_a_shifted_cloud_is_the_shift_and_alignment_removes_shift_and_scale():
+    r = np.random.default_rng(1)
+    a = r.normal(0, 1, (500, 3))
+    b = a + np.array([0.0, 0.0, 0.02])
+    assert abs(metrics.chamfer_cm(b, a) - 2.0) < 1e-9
+    assert metrics.chamfer_cm(b, a, scale=2.0) == metrics.chamfer_cm(b, a) * 2.0
+    c = (a - a.mean(0)) * 1.7 + np.array([1.0, -2.0, 3.0])
+    assert metrics.chamfer_cm(c, a) > 50 and metrics.chamfer_cm(c, a, aligned=True) < 1e-6
+
+
+def test_chamfer_empty_sets():
+    assert metrics.chamfer_cm(np.zeros((0, 3)), np.zeros((0, 3))) == 0.0
+    assert metrics.chamfer_cm(np.zeros((0, 3)), np.ones((4, 3))) == float("inf")
+
+
+def test_mask_iou():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[:2] = True
+    b[1:3] = True
+    assert metrics.mask_iou(a, b) == 4 / 12
+    assert metrics.mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
+
+
+def test_low_confidence_points_are_not_kept():
+    m = _map()
+    p = {k: v.copy() for k, v in m.items()}
+    p["confidence"][:] = 1.5
+    assert metrics.evaluate(p, m)["points_kept"] == 0
+
+
+def test_reference_body_length_is_the_horse_template():
+    t = template.load_default()
+    assert abs(metrics.REFERENCE_BODY_LENGTH - float(np.ptp(t.canonical_vertices[:, 1]))) < 1e-6
+
+
+def test_summarise_skips_non_finite():
+    m = _map()
+    good = metrics.evaluate(m, m)
+    bad = dict(good, chamfer_cm=float("inf"))
+    s = metrics.summarise([good, bad])
+    assert s["chamfer_cm"] == 0.0 and s["chamfer_failures"] == 1 and s["samples"] == 2
