@@ -142,15 +142,15 @@ class Motion:
                     out[:, j, a] = self.data[:, c[p]] if p in c else 0.0
         return out
 
-    def local_quaternions(self) -> np.ndarray:
-        """(F, J, 4) local rotations (w, x, y, z) from the rotation channels (identity where none).
+    def _local_quaternions_soa(self) -> np.ndarray:
+        """(4, J, F): w, x, y, z of every joint's local rotation, each a contiguous run of frames.
 
         Built from half-angle quaternions multiplied in the written order: elementwise work only,
         one batch per distinct channel order.
         """
         f, jn = self.num_frames, self.num_joints
-        out = np.zeros((f, jn, 4))
-        out[..., 0] = 1.0
+        out = np.zeros((4, jn, f))
+        out[0] = 1.0
         groups: dict[str, list[tuple[int, list[int]]]] = {}
         for j, c in enumerate(self.channel_columns()):
             order = "".join(n[0] for n in self.channels[j] if n in ROTATION)
@@ -159,16 +159,20 @@ class Motion:
         for order, members in groups.items():
             joints = [m[0] for m in members]
             idx = np.array([m[1] for m in members])  # (k, n_axes)
-            half = np.radians(self.data[:, idx]) * 0.5  # (F, k, n_axes)
+            half = np.ascontiguousarray(np.radians(self.data[:, idx]).transpose(2, 1, 0)) * 0.5  # (n, k, F)
             cos, sin = np.cos(half), np.sin(half)
             q = None
             for a, axis in enumerate(order):
-                qa = np.zeros(half.shape[:2] + (4,))
-                qa[..., 0] = cos[..., a]
-                qa[..., 1 + "XYZ".index(axis)] = sin[..., a]
+                qa = np.zeros((4,) + half.shape[1:])
+                qa[0] = cos[a]
+                qa[1 + "XYZ".index(axis)] = sin[a]
                 q = qa if q is None else _qmul(q, qa)
             out[:, joints] = q
         return out
+
+    def local_quaternions(self) -> np.ndarray:
+        """(F, J, 4) local rotations (w, x, y, z) from the rotation channels (identity where none)."""
+        return np.ascontiguousarray(self._local_quaternions_soa().transpose(2, 1, 0))
 
     def local_rotations(self) -> np.ndarray:
         """(F, J, 3, 3) local rotation matrices from the rotation channels."""
@@ -211,25 +215,26 @@ class Motion:
         """World rotations (F, J, 4) and heads (F, J, 3), ignoring scale channels.
 
         Because BVH rest frames are world-aligned, a world rotation is also the joint's rotation
-        away from its rest orientation (what retargeting carries). Parents come first, so one pass
-        in index order evaluates every chain; each step is elementwise over all frames.
+        away from its rest orientation (what retargeting carries).
         """
-        ql = self.local_quaternions()
-        tl = self.local_translations()
-        qs: list[np.ndarray] = []
-        ps: list[np.ndarray] = []
+        qw, pw = self._world_soa()
+        return np.ascontiguousarray(qw.transpose(2, 1, 0)), np.ascontiguousarray(pw.transpose(2, 1, 0))
+
+    def _world_soa(self) -> tuple[np.ndarray, np.ndarray]:
+        """World rotations (4, J, F) and heads (3, J, F). Parents come first, so one pass in index
+        order evaluates every chain; each step is elementwise over contiguous runs of frames."""
+        ql = self._local_quaternions_soa()
+        tl = np.ascontiguousarray(self.local_translations().transpose(2, 1, 0))  # (3, J, F)
+        qw = np.empty_like(ql)
+        pw = np.empty_like(tl)
         for j in range(self.num_joints):
             p = self.parents[j]
-            qj, tj = np.ascontiguousarray(ql[:, j]), np.ascontiguousarray(tl[:, j])
             if p < 0:
-                qs.append(qj)
-                ps.append(tj)
+                qw[:, j], pw[:, j] = ql[:, j], tl[:, j]
             else:
-                qs.append(_qmul(qs[p], qj))
-                ps.append(ps[p] + _qrot(qs[p], tj))
-        if not qs or self.num_frames == 0:
-            return np.zeros((self.num_frames, self.num_joints, 4)), np.zeros((self.num_frames, self.num_joints, 3))
-        return np.stack(qs, axis=1), np.stack(ps, axis=1)
+                qw[:, j] = _qmul(qw[:, p], ql[:, j])
+                pw[:, j] = pw[:, p] + _qrot(qw[:, p], tl[:, j])
+        return qw, pw
 
     def world_positions(self) -> np.ndarray:
         """(F, J, 3) joint heads in the file's units and axes."""
@@ -297,22 +302,23 @@ class Motion:
 
 
 def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product on (..., 4) arrays, written out for speed on contiguous inputs."""
-    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
-    out[..., 0] = aw * bw - ax * bx - ay * by - az * bz
-    out[..., 1] = aw * bx + ax * bw + ay * bz - az * by
-    out[..., 2] = aw * by - ax * bz + ay * bw + az * bx
-    out[..., 3] = aw * bz + ax * by - ay * bx + az * bw
-    return out
+    """Hamilton product of quaternions stored component-first: a, b (4, ...) -> (4, ...)."""
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz,
+                     aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw])
 
 
 def _qrot(q: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Rotate vectors v (..., 3) by unit quaternions q (..., 4)."""
-    u = q[..., 1:]
-    t = 2.0 * np.cross(u, v)
-    return v + q[..., :1] * t + np.cross(u, t)
+    """Rotate vectors v (3, ...) by unit quaternions q (4, ...), both component-first."""
+    w, x, y, z = q
+    vx, vy, vz = v
+    tx, ty, tz = 2 * (y * vz - z * vy), 2 * (z * vx - x * vz), 2 * (x * vy - y * vx)
+    return np.stack([vx + w * tx + (y * tz - z * ty),
+                     vy + w * ty + (z * tx - x * tz),
+                     vz + w * tz + (x * ty - y * tx)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -652,9 +658,9 @@ def _row_token_counts(body: str) -> tuple[np.ndarray, np.ndarray]:
         blank = b <= 32
         tok = ~blank
         tok[1:] &= blank[:-1]
-        cs = np.concatenate([[0], np.cumsum(tok, dtype=np.int64)])
-        ends = np.concatenate([starts[1:] - 1, [len(b)]])
-        return cs[ends] - cs[starts], starts
+        # Tokens before each line start, by binary search in the token positions.
+        before = np.searchsorted(np.flatnonzero(tok), np.append(starts, len(b)))
+        return np.diff(before), starts
     rows = body.split("\n")
     counts = np.array([len(r.split()) for r in rows], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum([len(r) + 1 for r in rows])[:-1]]).astype(np.int64)

