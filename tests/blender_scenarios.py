@@ -42,6 +42,9 @@ def install(how: str) -> str:
         module = [r.module for r in bpy.context.preferences.extensions.repos if r.directory == repo_dir][0]
         ADDON = f"bl_ext.{module}.dualpm"
         assert bpy.ops.preferences.addon_enable(module=ADDON) == {"FINISHED"}
+    elif how == "preinstalled":  # installed from the zip by an earlier `--preinstall` run
+        ADDON = "bl_ext.user_default.dualpm"
+        assert bpy.ops.preferences.addon_enable(module=ADDON) == {"FINISHED"}
     else:
         r = bpy.ops.extensions.package_install_files(filepath=how, repo="user_default", enable_on_install=True)
         assert r == {"FINISHED"}, r
@@ -451,6 +454,13 @@ SCENARIOS = {"headless": scenario_headless, "reconstruct": scenario_reconstruct,
 def main(argv=None) -> int:
     if "--" in sys.argv:
         argv = sys.argv[sys.argv.index("--") + 1:]
+    if (argv or sys.argv[1:])[:1] == ["--preinstall"]:  # install the zip once for later runs
+        zip_path = (argv or sys.argv[1:])[1]
+        addon = install(zip_path)
+        site = [p for p in sys.path if os.path.join("extensions", ".local") in p]
+        print("SCENARIO_RESULT " + json.dumps({"addon": addon, "wheel_dirs": site,
+                                               "wheels": sorted(os.listdir(site[0])) if site else []}))
+        return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--install", default="dev")

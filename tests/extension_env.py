@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -67,18 +66,40 @@ def build_zip(out_dir: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def install_arg(tmp_factory) -> str:
+_ZIP: dict = {}
+_INSTALLED: dict = {}
+
+
+def install_arg(tmp_factory, version: str = "5.0"):
+    """How scenarios get the extension: ("dev", None), or ("preinstalled", user folder) where the
+    built zip (with its wheels) was installed once per Blender version for the whole session
+    (installing unpacks about 70 MB of wheels, ~10 s; each scenario then only enables it)."""
     if os.environ.get("DUALPM_TEST_INSTALL", "zip") == "dev":
-        return "dev"
-    return build_zip(str(tmp_factory.mktemp("dist")))
+        return ("dev", None)
+    if version not in _INSTALLED:
+        python = blender_python(version)
+        if "zip" not in _ZIP:
+            _ZIP["zip"] = build_zip(str(tmp_factory.mktemp("dist")))
+        user = str(tmp_factory.mktemp(f"blender-user-{version}"))
+        env = dict(os.environ, BLENDER_USER_RESOURCES=user, PYTHONDONTWRITEBYTECODE="1")
+        env.pop("PYTHONPATH", None)
+        proc = subprocess.run([python, SCENARIOS, "--preinstall", _ZIP["zip"]], capture_output=True, text=True,
+                              env=env, cwd=user, timeout=600)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SCENARIO_RESULT ")]
+        assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+        _INSTALLED[version] = ("preinstalled", user, json.loads(lines[-1][len("SCENARIO_RESULT "):]))
+    return _INSTALLED[version][:2]
 
 
-def run(version: str, scenario: str, data: str, install: str, user_dir: str, *args: str, timeout: int = 600) -> dict:
+def run(version: str, scenario: str, data: str, tmp_factory, *args: str, timeout: int = 600) -> dict:
+    """Run one scenario in a fresh bpy of `version`; returns its SCENARIO_RESULT."""
     python = blender_python(version)
-    shutil.rmtree(user_dir, ignore_errors=True)
+    how, user_dir = install_arg(tmp_factory, version)
+    if user_dir is None:  # dev: a fresh user folder per run
+        user_dir = str(tmp_factory.mktemp(f"blender-user-dev-{version}"))
     env = dict(os.environ, BLENDER_USER_RESOURCES=user_dir, PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
-    proc = subprocess.run([python, SCENARIOS, scenario, "--install", install, "--data", data, *args],
+    proc = subprocess.run([python, SCENARIOS, scenario, "--install", how, "--data", data, *args],
                           capture_output=True, text=True, env=env, cwd=data, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SCENARIO_RESULT ")]
     assert proc.returncode == 0 and lines, (proc.stdout[-3000:] + "\n" + proc.stderr[-4000:])

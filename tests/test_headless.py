@@ -83,10 +83,9 @@ def test_output_names_are_unique():
 @pytest.mark.slow
 @pytest.mark.blender42
 def test_blender_background_batch_in_the_installed_extension(data, tmp_path, tmp_path_factory):
-    install = env.install_arg(tmp_path_factory)
     out = str(tmp_path / "out")
     argv = [os.path.join(data, "synthetic.png"), "--out", out, "--model", os.path.join(data, "oracle.onnx")]
-    r = env.run("4.2", "headless", data, install, str(tmp_path / "user"), "--argv", json.dumps(argv))
+    r = env.run("4.2", "headless", data, tmp_path_factory, "--argv", json.dumps(argv))
     assert r["exit_code"] == 0
     assert r["files"] == ["synthetic.blend", "synthetic.glb", "synthetic.json", "synthetic.png"]
     assert r["blender"].startswith("4.2")

@@ -21,16 +21,11 @@ def data(tmp_path_factory):
     return env.make_data(str(tmp_path_factory.mktemp("dualpm-data")))
 
 
-@pytest.fixture(scope="module")
-def install(tmp_path_factory):
-    return env.install_arg(tmp_path_factory)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
-def test_reconstruct_end_to_end_on_chelsea_and_a_synthetic_render(version, data, install, tmp_path):
+def test_reconstruct_end_to_end_on_chelsea_and_a_synthetic_render(version, data, tmp_path_factory):
     assert os.path.isfile(env.CHELSEA), f"{env.CHELSEA} is missing: run `bash scripts/setup.sh`"
-    r = env.run(version, "reconstruct", data, install, str(tmp_path / "user"),
+    r = env.run(version, "reconstruct", data, tmp_path_factory,
                 "--photo", os.path.join(data, "synthetic.png"), "--photo", env.CHELSEA)
     for name in ("synthetic.png", "chelsea.png"):
         info = r["photos"][name]
@@ -41,30 +36,42 @@ def test_reconstruct_end_to_end_on_chelsea_and_a_synthetic_render(version, data,
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_failures_are_one_line_reports(version, data, install, tmp_path):
-    r = env.run(version, "errors", data, install, str(tmp_path / "user"))
+def test_failures_are_one_line_reports(version, data, tmp_path_factory):
+    r = env.run(version, "errors", data, tmp_path_factory)
     for case in ("missing_file", "unreadable_image", "no_animal", "server_will_not_start"):
         assert r[case]["seconds"] < 30, r[case]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_blender_camera_matches_the_photo_camera(version, data, install, tmp_path):
-    r = env.run(version, "camera", data, install, str(tmp_path / "user"))
+def test_blender_camera_matches_the_photo_camera(version, data, tmp_path_factory):
+    r = env.run(version, "camera", data, tmp_path_factory)
     assert r["projection_error_px"] < 0.05 and r["pixel_error_px"] < 0.05
     assert r["skin_error_m"] < 1e-3
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_retarget_quadruped_bvh_key_per_frame_and_gltf_round_trip(version, data, install, tmp_path):
+def test_retarget_quadruped_bvh_key_per_frame_and_gltf_round_trip(version, data, tmp_path_factory):
     pytest.importorskip("dualpm_addon.retarget", reason="dualpm_addon/retarget.py (issue 6) has not landed")
     assert os.path.isfile(env.QUADRUPED_BVH), f"{env.QUADRUPED_BVH} is missing: run `bash scripts/setup.sh`"
-    r = env.run(version, "retarget", data, install, str(tmp_path / "user"), "--bvh", env.QUADRUPED_BVH)
+    r = env.run(version, "retarget", data, tmp_path_factory, "--bvh", env.QUADRUPED_BVH)
     assert r["fcurves"] > 0 and r["mapped"] > 10
     assert r["slotted"] == (version != "4.2")
     assert r["reimport"]["frame_range"] == [1.0, float(r["frames"])]
 
 
-def test_cancel_ends_the_request_promptly(data, install, tmp_path):
-    r = env.run("5.0", "job_cancel", data, install, str(tmp_path / "user"))
+def test_cancel_ends_the_request_promptly(data, tmp_path_factory):
+    r = env.run("5.0", "job_cancel", data, tmp_path_factory)
     assert r["cancel_seconds"] < 1.0
     assert r["worst_poll_seconds"] < 0.01  # polling from the UI timer never waits on the worker
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_zip_installs_its_wheels_into_blender(version, tmp_path_factory):
+    how, _ = env.install_arg(tmp_path_factory, version)
+    if how == "dev":
+        pytest.skip("DUALPM_TEST_INSTALL=dev: the working tree is linked, no zip is installed")
+    info = env._INSTALLED[version][2]
+    assert info["addon"] == "bl_ext.user_default.dualpm"
+    installed = " ".join(info["wheels"])
+    for package in ("onnxruntime", "scipy", "PIL"):
+        assert package in info["wheels"], installed
