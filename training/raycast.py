@@ -18,8 +18,8 @@ one), so front means entering the animal.
    shared edge meets both triangles at one t. Same facing: one crossing of that facing. Both
    facings (a ray through a silhouette edge): a touch, no crossing, no layer. Distinct surfaces
    are never merged: after an event the ray starts again `STEP_REL * t` beyond it (past float32
-   round-off; triangles of the event met again are skipped by identity), so two surfaces 1e-5 t
-   apart (a ray grazing a ridge) are an entry and an exit of their own.
+   round-off; triangles of the event met again are skipped by identity), and a neighbour hit
+   within that step is a second event of its own (below).
 2. The solid is every point the surface winds around: the winding number w, 0 outside, goes +1
    at a front face and -1 at a back face, and the solid is where w != 0. A layer is recorded
    where the ray crosses the solid's boundary: an *entry* where w leaves 0, an *exit* where it
@@ -35,11 +35,12 @@ Consequences the tests check: kept layers strictly alternate entry, exit, entry,
 is always an entry) and their distances strictly increase. Where a mesh folds through itself
 inside out (a pocket with w = -1: the alpaca's rest mesh has one at a hind leg) the pocket is
 solid too, and its entry is a back face: `Hits.front` says entry/exit of the solid, `Hits.facing`
-the triangle's side. Known limits: a ray through a mesh *vertex* exactly only sees the fan
-triangles that are edge neighbours of Embree's pick, and a separate surface less than one step
-beyond an event is not seen (counted in `Hits.lost`); both need a ray to hit a set of measure
-zero. If Embree reports a hit that the float64 solve rejects (a vertex hit), the reported
-triangle is used, barycentrics clamped.
+the triangle's side. Two surfaces closer than float32 can separate (a ray grazing a ridge meets
+both faces microns apart) are resolved in float64 as two events of the same pass (`Hits.close`
+counts them), in their order along the ray. Known limit: a ray through a mesh *vertex* exactly
+only sees the fan triangles that are edge neighbours of Embree's pick (a set of measure zero);
+if Embree reports a hit that the float64 solve rejects there, the reported triangle is used,
+barycentrics clamped (`Hits.fallbacks`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from dualpm_addon.errors import DualPMError
 
 EPS_REL = 1e-9  # hits this close along the ray (relative to the distance) are one point
 EPS_ABS = 1e-12
-STEP_REL = 1e-6  # after an event the ray starts again this far beyond it: past float32 round-off
+STEP_REL = 2e-7  # after an event the ray starts again this far beyond it: past float32 round-off
 STEP_ABS = 1e-9
 LOOSE_REL = 1e-5  # how far Embree's float32 distance may be from the float64 one
 BARY_TOL = 1e-9  # a hit this close outside a triangle's edge still counts (shared edges)
@@ -283,7 +284,7 @@ class Hits:
     internal: int = 0  # crossings dropped as inside the solid (rule 2)
     touches: int = 0  # coincident events with both facings (rule 1)
     fallbacks: int = 0  # Embree hits the float64 solve rejected
-    lost: int = 0  # separate surfaces within one step of an event (not cast again)
+    close: int = 0  # separate surfaces found within one step of another event (second events)
     passes: int = 0
 
     @property
@@ -324,9 +325,11 @@ def _solve(frame, cand, org, d):
     return t, w, det, ok, inside
 
 
-def _events(frame, neighbours, prim, t_e, oa, da, near):
+def _events(frame, neighbours, prim, t_e, oa, da, near, done, start):
     """Resolve hits into events (rule 1) for rays (n,): crossing (+1 entry side, -1, 0 touch),
-    the event's distance, weights and triangle, the coincident triangles, and counters.
+    the event's distance, weights and triangle, the triangles it covers, counters, and for the
+    few rays with one a second event: a separate surface (a neighbour) less than one step away,
+    closer than float32 can separate, which the next cast could miss.
 
     Rays whose hit is not near an edge of the reported triangle (most) take a short path: that
     triangle alone decides. Near an edge its neighbours are solved as well."""
@@ -338,7 +341,9 @@ def _events(frame, neighbours, prim, t_e, oa, da, near):
     same = np.full((n, width), -1, dtype=np.int64)
     same[:, 0] = prim
     fb = ~inside  # a hit the float64 solve rejects: the reported triangle, clamped (below)
-    touches = lost = 0
+    extra = np.zeros(n, dtype=bool)
+    ex_cross, ex_t, ex_w, ex_f = np.zeros(n, np.int64), np.zeros(n), np.zeros((n, 3)), np.zeros(n, np.int64)
+    touches = 0
     sub = np.flatnonzero(near)
     if len(sub):
         cand = np.concatenate([prim[sub, None], neighbours[prim[sub]]], axis=1)
@@ -359,19 +364,29 @@ def _events(frame, neighbours, prim, t_e, oa, da, near):
         r = np.arange(len(sub))
         crossing[sub] = anyf.astype(np.int64) - anyb.astype(np.int64)
         t_ref[sub], cw[sub], cf[sub] = st[r, pick], sw[r, pick], cand[r, pick]
-        same[sub] = np.where(coincide, cand, -1)
-        same[sub, 0] = prim[sub]  # the reported triangle, always: it must not count again
         fb[sub] = sfb
         crossing[sub[sfb]] = np.where(sdet[sfb, 0] > 0, 1, -1)
         t_ref[sub[sfb]] = st[sfb, 0]
         cf[sub[sfb]] = prim[sub[sfb]]
         touches = int(np.sum(anyf & anyb))
-        step = STEP_REL * np.abs(ref) + STEP_ABS
-        lost = int(np.sum(sin & ~coincide & (np.abs(st - ref[:, None]) <= step[:, None])))
+        # A separate surface within one step (before or after), not met in the last event.
+        step = (STEP_REL * np.abs(ref) + STEP_ABS)[:, None]
+        seen = np.any(cand[:, :, None] == done[sub][:, None, :], axis=2)
+        close = sin & ~coincide & ~seen & (np.abs(st - ref[:, None]) <= step) & (st >= start[sub, None] - step)
+        close[sfb] = False
+        j = np.argmin(np.where(close, st, np.inf), axis=1)
+        has = close[r, j]
+        rows = sub[has]
+        extra[rows] = True
+        ex_cross[rows] = np.where(sdet[r[has], j[has]] > 0, 1, -1)
+        ex_t[rows], ex_w[rows], ex_f[rows] = st[r[has], j[has]], sw[r[has], j[has]], cand[r[has], j[has]]
+        same[sub] = np.where(coincide, cand, -1)
+        same[rows, j[has]] = cand[r[has], j[has]]
+        same[sub, 0] = prim[sub]  # the reported triangle, always: it must not count again
     if np.any(fb):
         wc = np.clip(w[fb], 0.0, None)
         cw[fb] = wc / np.maximum(wc.sum(axis=1, keepdims=True), 1e-300)
-    return crossing, t_ref, cw, cf, same, int(fb.sum()), touches, lost
+    return (crossing, t_ref, cw, cf, same, int(fb.sum()), touches), (extra, ex_cross, ex_t, ex_w, ex_f)
 
 
 def cast(vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray, layers: int,
@@ -411,7 +426,7 @@ def cast(vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray, layers
     count = np.zeros(n, dtype=np.int64)  # winding number
     filled = np.zeros(n, dtype=np.int64)
     done = np.full((n, 1 + neighbours.shape[1]), -1, dtype=np.int64)  # triangles of the last event
-    stats = dict(internal=0, touches=0, fallbacks=0, lost=0)
+    stats = dict(internal=0, touches=0, fallbacks=0, close=0)
     passes = 0
     while len(ids) and passes < max_passes:
         passes += 1
@@ -433,25 +448,32 @@ def cast(vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray, layers
         near = np.minimum(np.minimum(eu, ev), 1.0 - eu - ev) < NEAR_EDGE
         # A triangle of the last event met again (float32 round-off): step past it, no crossing.
         again = np.any(done == prim[:, None], axis=1)
-        crossing, t_ref, cw, cf, same, fb, touches, lost = _events(frame, neighbours, prim, t_e, oa, da,
-                                                                   near & ~again)
+        (crossing, t_ref, cw, cf, same, fb, touches), (extra, ex_cross, ex_t, ex_w, ex_f) = _events(
+            frame, neighbours, prim, t_e, oa, da, near & ~again, done, start)
         crossing[again] = 0
         stats["fallbacks"] += fb
         stats["touches"] += touches
-        stats["lost"] += lost
-
-        keep = (crossing != 0) & ((count == 0) | (count + crossing == 0))
-        stats["internal"] += int(np.sum((crossing != 0) & ~keep))
-        kr, slot = ids[keep], filled[keep]
-        face[slot, kr] = cf[keep]
-        tt[slot, kr] = t_ref[keep]
-        bary[slot, kr] = cw[keep]
-        front[slot, kr] = count[keep] == 0
-        facing[slot, kr] = crossing[keep] > 0
-        count = count + crossing
-        filled = filled + keep
+        stats["close"] += int(extra.sum())
+        # Up to two events per ray this pass, applied in their order along the ray.
+        swap = extra & (ex_t < t_ref)
+        first = (np.where(swap, ex_cross, crossing), np.where(swap, ex_t, t_ref),
+                 np.where(swap[:, None], ex_w, cw), np.where(swap, ex_f, cf))
+        second = (np.where(swap, crossing, ex_cross), np.where(swap, t_ref, ex_t),
+                  np.where(swap[:, None], cw, ex_w), np.where(swap, cf, ex_f))
+        for (cr, tv, wv, fv), active in ((first, None), (second, extra)):
+            cr = cr if active is None else np.where(active, cr, 0)
+            keep = (cr != 0) & ((count == 0) | (count + cr == 0)) & (filled < layers)
+            stats["internal"] += int(np.sum((cr != 0) & ((count != 0) & (count + cr != 0))))
+            kr, slot = ids[keep], filled[keep]
+            face[slot, kr] = fv[keep]
+            tt[slot, kr] = tv[keep]
+            bary[slot, kr] = wv[keep]
+            front[slot, kr] = count[keep] == 0
+            facing[slot, kr] = cr[keep] > 0
+            count = count + cr
+            filled = filled + keep
         done = np.where(again[:, None], done, same)
-        ref = np.where(again, t_e, t_ref)
+        ref = np.where(again, t_e, np.where(extra, np.maximum(t_ref, ex_t), t_ref))
         start = ref + STEP_REL * np.abs(ref) + STEP_ABS
         more = filled < layers
         if not more.all():
@@ -535,7 +557,7 @@ def cast_pixels(welded: np.ndarray, topo: Topology, intrinsics: np.ndarray, heig
         idx = (np.arange(y0, y1)[:, None] * width + np.arange(x0, x1)[None, :]).reshape(-1)
         for name in ("face", "t", "bary", "front", "facing"):
             getattr(hits, name)[:, idx] = getattr(sub, name)
-        for name in ("internal", "touches", "fallbacks", "lost", "passes"):
+        for name in ("internal", "touches", "fallbacks", "close", "passes"):
             setattr(hits, name, getattr(sub, name))
     return hits, d.reshape(-1, 3)
 

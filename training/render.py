@@ -126,7 +126,7 @@ def sample_look(template, coat: np.ndarray, rng: np.random.Generator) -> Look:
         hsv[coat, 1] = np.clip(target[1] * hsv[coat, 1] / max(main[1], 1e-3), 0, 1)
         hsv[coat, 2] = np.clip(target[2] * hsv[coat, 2] / max(main[2], 1e-3), 0, 1)
     hsv[:, 0] += rng.normal(0, 0.03) + rng.normal(0, 0.01, len(hsv))
-    hsv[:, 1] = np.clip(hsv[:, 1] * rng.uniform(0.7, 1.3), 0, 1)
+    hsv[:, 1] = np.clip(hsv[:, 1] * rng.uniform(0.7, 1.3), 0, 0.85)  # fur is never fully saturated
     hsv[:, 2] = np.clip(hsv[:, 2] * np.exp(rng.normal(0, 0.35) + rng.normal(0, 0.08, len(hsv))), 0.003, 0.95)
     colors = _hsv_to_rgb(hsv)
 

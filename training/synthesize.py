@@ -96,6 +96,9 @@ class _Species:
     coat: np.ndarray
     q_ext: np.ndarray  # canonical points on the extended table
     material: np.ndarray  # (F',) material of each casting triangle
+    rest: np.ndarray  # (U, 3) welded rest vertices and their skin weights, for skinning
+    skin_joints: np.ndarray
+    skin_weights: np.ndarray
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,6 +207,8 @@ class Synthesizer:
             backgrounds_dir = default_backgrounds_dir() if os.path.isdir(default_backgrounds_dir()) else None
         self.backgrounds = render.Backgrounds(backgrounds_dir or None)
         self._data: dict[str, _Species] = {}
+        # Seconds spent per stage since construction (benchmarks/bench_synth.py reads them).
+        self.timings = {"pose": 0.0, "camera": 0.0, "targets": 0.0, "image": 0.0, "samples": 0}
 
     def _check_exclusions(self) -> None:
         # Only the clip names are read (np.load is lazy per array), so construction stays cheap.
@@ -225,8 +230,15 @@ class Synthesizer:
             topo = raycast.topology(t.vertices, t.faces)
             self._data[name] = _Species(
                 template=t, topo=topo, space=poses.pose_space(t), coat=render.coat_materials(t),
-                q_ext=topo.extend(t.canonical_vertices), material=t.face_material[topo.source_face])
+                q_ext=topo.extend(t.canonical_vertices), material=t.face_material[topo.source_face],
+                rest=t.vertices[topo.representative], skin_joints=t.skin_joints[topo.representative],
+                skin_weights=t.skin_weights[topo.representative])
         return self._data[name]
+
+    def _tick(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[stage] += now - since
+        return now
 
     def parameters(self) -> dict:
         return {"size": self.size, "layers": self.layers, "species": list(self.species),
@@ -254,24 +266,29 @@ class Synthesizer:
         sd = self._species(name)
         t, topo = sd.template, sd.topo
 
+        clock = time.perf_counter()
         pose = poses.sample(t, g_pose, sd.space, self.exclude_clips, cfg.blend_probability,
                             cfg.perturb_probability, cfg.perturb_max_scale)
         frames = t.skeleton.forward_kinematics(pose.rotations, pose.root_translation, offsets=pose.offsets)
         skin = t.skeleton.skinning_matrices(frames)
-        rep = topo.representative
-        model = linear_blend_skinning(t.vertices[rep], t.skin_joints[rep], t.skin_weights[rep], skin)
+        model = linear_blend_skinning(sd.rest, sd.skin_joints, sd.skin_weights, skin)  # welded vertices only
         m2w = pose.model_to_world()
         world = topo.add_caps(model @ m2w[:3, :3].T + m2w[:3, 3])
+        clock = self._tick("pose", clock)
 
-        w2c, k, cinfo = sample_camera(g_cam, world[: len(rep)], size, cfg)
+        w2c, k, cinfo = sample_camera(g_cam, world[: len(sd.rest)], size, cfg)
         welded = world @ w2c[:3, :3].T + w2c[:3, 3]
+        clock = self._tick("camera", clock)
         scene = raycast.make_scene(welded, topo.faces)
         pm = raycast.point_maps(None, sd.q_ext, topo, k, size, size, self.layers, welded=welded, scene=scene)
         hits = pm.pop("hits")
         mask = pm["occupancy"][0] > 0
+        clock = self._tick("targets", clock)
 
         img, occluder, bg_name = self._image(sd, welded, world, w2c, k, scene, hits, g_look, g_light, g_bg, g_fx,
                                              mask)
+        self._tick("image", clock)
+        self.timings["samples"] += 1
         joints_world = t.skeleton.joint_positions(frames) @ m2w[:3, :3].T + m2w[:3, 3]
         joints = joints_world @ w2c[:3, :3].T + w2c[:3, 3]
         out = dict(pm)
