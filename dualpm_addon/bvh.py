@@ -722,10 +722,20 @@ def dumps(motion: Motion) -> str:
     for j, p in enumerate(motion.parents):
         (children[p] if p >= 0 else roots).append(j)
     order: list[int] = []
-
-    def write(j: int, depth: int):
-        order.append(j)
+    # Depth-first without recursion: deep chains (a long tail, a rope) never hit Python's limit.
+    stack: list[tuple[int, int, bool]] = [(r, 0, False) for r in reversed(roots)]
+    while stack:
+        j, depth, closing = stack.pop()
         ind = "\t" * depth
+        if closing:
+            if not np.isnan(motion.end_sites[j, 0]):
+                out.append(f"{ind}\tEnd Site")
+                out.append(f"{ind}\t{{")
+                out.append(f"{ind}\t\tOFFSET " + " ".join(_fmt(v) for v in motion.end_sites[j]))
+                out.append(f"{ind}\t}}")
+            out.append(f"{ind}}}")
+            continue
+        order.append(j)
         name = motion.joint_names[j]
         if not name or any(c.isspace() for c in name) or "{" in name or "}" in name:
             raise DualPMError(f"joint name {name!r} cannot be written to BVH (empty, spaces or braces)")
@@ -733,17 +743,9 @@ def dumps(motion: Motion) -> str:
         out.append(f"{ind}{{")
         out.append(f"{ind}\tOFFSET " + " ".join(_fmt(v) for v in motion.offsets[j]))
         out.append(f"{ind}\tCHANNELS {len(motion.channels[j])}" + "".join(" " + c for c in motion.channels[j]))
-        for c in children[j]:
-            write(c, depth + 1)
-        if not np.isnan(motion.end_sites[j, 0]):
-            out.append(f"{ind}\tEnd Site")
-            out.append(f"{ind}\t{{")
-            out.append(f"{ind}\t\tOFFSET " + " ".join(_fmt(v) for v in motion.end_sites[j]))
-            out.append(f"{ind}\t}}")
-        out.append(f"{ind}}}")
+        stack.append((j, depth, True))
+        stack.extend((c, depth + 1, False) for c in reversed(children[j]))
 
-    for r in roots:
-        write(r, 0)
     # Joints are written depth-first; reorder the data columns when the stored order differs.
     cols = motion.channel_columns()
     perm = [cols[j][c] for j in order for c in motion.channels[j]]

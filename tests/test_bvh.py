@@ -117,6 +117,16 @@ def test_round_trip_keeps_everything():
     np.testing.assert_allclose(again.end_sites, m.end_sites, equal_nan=True)
 
 
+def test_deep_chains_write_and_read():
+    """A 3,000-bone chain (far past Python's recursion limit) writes and reads back."""
+    n = 3000
+    m = bvh.Motion(tuple(f"j{i}" for i in range(n)), np.arange(-1, n - 1), np.tile([0, 1.0, 0], (n, 1)),
+                   tuple(("Xrotation",) for _ in range(n)), 0.1, np.full((2, n), 0.1))
+    again = bvh.parse(bvh.dumps(m))
+    assert again.num_joints == n
+    np.testing.assert_allclose(again.world_positions(), m.world_positions(), atol=1e-6)
+
+
 def test_write_read_example_files(tmp_path):
     for name in EXAMPLES:
         m = bvh.read(cache_path("bvh", name))
