@@ -168,6 +168,79 @@ def _tag_redraw(context):
             area.tag_redraw()
 
 
+class ModalRun:
+    """What the modal operator does between events, as plain calls (the tests drive it with a real
+    context and a real worker, ticking as the timer would): start the worker, poll it, show the
+    stage, and write the scene when it is done; or cancel."""
+
+    def __init__(self, context, filepath: str = "", mask_path: str = ""):
+        self.timings = {}
+        self.request = gather(context, filepath, mask_path, self.timings)
+        self.job = None
+        self.result = None
+
+    def start(self, context) -> None:
+        global _active
+        request, timings = self.request, self.timings
+        job = core("pipeline").Job(lambda report, cancelled: run_inference(
+            request, report, cancelled, timings, job=job), name="dualpm-reconstruct")
+        self.job = job
+        _active = job
+        wm = context.window_manager
+        status = wm.dualpm_status
+        status.running, status.stage, status.progress, status.message = True, "inference", 0.0, ""
+        wm.progress_begin(0.0, 1.0)
+        job.start()
+        self.show(context, "inference", 0.0)
+
+    def tick(self, context) -> str:
+        """'RUNNING' while the worker works (returns at once), 'WAITING' when the result is ready
+        but the user is in another mode, 'FINISHED' once the scene is written; raises what the
+        worker raised (the caller reports it)."""
+        if not self.job.done:
+            stage, fraction = self.job.progress()
+            self.show(context, stage, fraction)
+            return "RUNNING"
+        if context.mode != "OBJECT":
+            self.show(context, "import", 0.0, "DualPM: result ready, back to Object Mode to add it")
+            return "WAITING"
+        rec = self.job.result()
+        self.show(context, "import", 0.0)
+        build_scene(context, self.request, rec)
+        self.result = rec
+        _remember(rec)
+        self.end(context)
+        return "FINISHED"
+
+    def cancel(self, context) -> None:
+        if self.job is not None:
+            self.job.cancel()
+        self.end(context)
+        _cleanup(self.request)
+
+    def show(self, context, stage, fraction, text=None):
+        total = core("pipeline").stage_fraction(stage, fraction)
+        wm = context.window_manager
+        wm.dualpm_status.stage, wm.dualpm_status.progress = stage, total
+        wm.progress_update(total)
+        label = text or f"DualPM: {stage} ({total * 100:.0f}%), Esc to cancel"
+        if context.workspace is not None:
+            context.workspace.status_text_set(label)
+        _tag_redraw(context)
+
+    def end(self, context):
+        global _active
+        if _active is self.job:
+            _active = None
+        wm = context.window_manager
+        wm.progress_end()
+        wm.dualpm_status.running = False
+        wm.dualpm_status.stage = ""
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        _tag_redraw(context)
+
+
 class DUALPM_OT_reconstruct(bpy.types.Operator):
     """Reconstruct a rigged animal from the chosen photo (Esc cancels)"""
 
@@ -180,10 +253,8 @@ class DUALPM_OT_reconstruct(bpy.types.Operator):
     mask_path: StringProperty(name="Mask", subtype="FILE_PATH", options={"SKIP_SAVE", "HIDDEN"},
                               description="Mask image file (default: the panel's mask setting)")
 
-    _job = None
+    _run = None
     _timer = None
-    _request = None
-    _timings = None
 
     @classmethod
     def poll(cls, context):
@@ -207,100 +278,62 @@ class DUALPM_OT_reconstruct(bpy.types.Operator):
             self.report({"INFO"}, _done_message(rec))
             return {"FINISHED"}
         except BaseException as e:  # noqa: BLE001 - the operator boundary: one line, never a traceback
-            return self._fail(context, request, e)
+            return _fail(self, context, request, e)
 
-    # -- modal (interactive) ----------------------------------------------------------------------
+    # -- modal (interactive): the worker runs, a timer polls it, Esc cancels -----------------------
     def invoke(self, context, event):
-        global _active
         if bpy.app.background or context.window is None:
             return self.execute(context)
-        self._timings = {}
         try:
-            self._request = gather(context, self.filepath, self.mask_path, self._timings)
+            self._run = ModalRun(context, self.filepath, self.mask_path)
+            self._run.start(context)
         except BaseException as e:  # noqa: BLE001
-            return self._fail(context, None, e)
-        request, timings = self._request, self._timings
-        job = core("pipeline").Job(lambda report, cancelled: run_inference(
-            request, report, cancelled, timings, job=job), name="dualpm-reconstruct")
-        self._job = job
-        _active = job
+            return _fail(self, context, self._run.request if self._run else None, e)
         wm = context.window_manager
-        status = wm.dualpm_status
-        status.running, status.stage, status.progress, status.message = True, "inference", 0.0, ""
-        wm.progress_begin(0.0, 1.0)
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
-        job.start()
-        self._show(context, "inference", 0.0)
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
         if event.type == "ESC" and event.value == "PRESS":
-            self._job.cancel()
-            self._end(context)
-            _cleanup(self._request)
+            self._stop_timer(context)
+            self._run.cancel(context)
             self.report({"WARNING"}, "Reconstruction cancelled")
             return {"CANCELLED"}
-        if event.type != "TIMER" or event.timer is not self._timer:
-            return {"PASS_THROUGH"}
-        if not self._job.done:
-            stage, fraction = self._job.progress()
-            self._show(context, stage, fraction)
-            return {"PASS_THROUGH"}
-        if context.mode != "OBJECT":
-            self._show(context, "import", 0.0, "Result ready: back to Object Mode to add it")
+        if event.type != "TIMER":
             return {"PASS_THROUGH"}
         try:
-            rec = self._job.result()
-            self._show(context, "import", 0.0)
-            build_scene(context, self._request, rec)
+            state = self._run.tick(context)
         except BaseException as e:  # noqa: BLE001
-            self._end(context)
-            return self._fail(context, self._request, e)
-        self._end(context)
-        _remember(rec)
-        self.report({"INFO"}, _done_message(rec))
+            self._stop_timer(context)
+            self._run.end(context)
+            return _fail(self, context, self._run.request, e)
+        if state != "FINISHED":
+            return {"PASS_THROUGH"}
+        self._stop_timer(context)
+        self.report({"INFO"}, _done_message(self._run.result))
         return {"FINISHED"}
 
-    def _show(self, context, stage, fraction, text=None):
-        pipeline = core("pipeline")
-        total = pipeline.stage_fraction(stage, fraction)
-        status = context.window_manager.dualpm_status
-        status.stage, status.progress = stage, total
-        context.window_manager.progress_update(total)
-        label = text or f"DualPM: {stage} ({total * 100:.0f}%), Esc to cancel"
-        if context.workspace is not None:
-            context.workspace.status_text_set(label)
-        _tag_redraw(context)
-
-    def _end(self, context):
-        global _active
-        _active = None
-        wm = context.window_manager
+    def _stop_timer(self, context):
         if self._timer is not None:
-            wm.event_timer_remove(self._timer)
+            context.window_manager.event_timer_remove(self._timer)
             self._timer = None
-        wm.progress_end()
-        wm.dualpm_status.running = False
-        wm.dualpm_status.stage = ""
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
-        _tag_redraw(context)
 
-    def _fail(self, context, request, e):
-        cancelled = isinstance(e, (core("pipeline").Cancelled, KeyboardInterrupt)) or \
-            type(e).__name__ == "InferenceCancelled"
-        _cleanup(request)
-        if cancelled:
-            self.report({"WARNING"}, "Reconstruction cancelled")
-            return {"CANCELLED"}
-        if not isinstance(e, _err()):
-            print("DualPM: unexpected error during Reconstruct from Photo")
-            traceback.print_exception(type(e), e, e.__traceback__)
-        message = _one_line(e)
-        context.window_manager.dualpm_status.message = message
-        self.report({"ERROR"}, message)
+
+def _fail(op, context, request, e):
+    cancelled = isinstance(e, (core("pipeline").Cancelled, KeyboardInterrupt)) or \
+        type(e).__name__ == "InferenceCancelled"
+    _cleanup(request)
+    if cancelled:
+        op.report({"WARNING"}, "Reconstruction cancelled")
         return {"CANCELLED"}
+    if not isinstance(e, _err()):
+        print("DualPM: unexpected error during Reconstruct from Photo")
+        traceback.print_exception(type(e), e, e.__traceback__)
+    message = _one_line(e)
+    context.window_manager.dualpm_status.message = message
+    op.report({"ERROR"}, message)
+    return {"CANCELLED"}
 
 
 def _remember(rec) -> None:

@@ -336,41 +336,66 @@ def scenario_errors(data: str) -> dict:
     return out
 
 
-def scenario_job_cancel(data: str) -> dict:
-    """The modal operator's worker path without an event loop: run_inference on a pipeline.Job
-    with a slow model; polling never blocks, and cancel() ends the request promptly."""
+def scenario_modal(data: str) -> dict:
+    """The modal operator's steps (operators/reconstruct.ModalRun), ticked as its 0.1 s timer
+    would: every tick returns at once while the worker runs, the status and progress follow the
+    stages, the scene is written in the last tick only; and a second run cancelled midway leaves
+    nothing behind."""
     p = prefs()
     p.inference = "SUBPROCESS"
-    p.model_path = os.path.join(data, "slow.onnx")
+    p.model_path = os.path.join(data, "oracle.onnx")
     rec_mod = addon_module("operators.reconstruct")
-    pipeline = addon_module("dualpm_addon.pipeline")
-    request = rec_mod.gather(bpy.context, os.path.join(data, "synthetic.png"))
-    job = None
-    job = pipeline.Job(lambda report, cancelled: rec_mod.run_inference(request, report, cancelled, {}, job=job))
-    job.start()
-    # let the server start and the first request begin, polling as the modal timer would
-    worst_poll = 0.0
-    stages = set()
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 1.5 and not job.done:
+    wm = bpy.context.window_manager
+    before = snapshot(selection=True)
+    run = rec_mod.ModalRun(bpy.context, os.path.join(data, "synthetic.png"))
+    run.start(bpy.context)
+    assert wm.dualpm_status.running and not bpy.ops.dualpm.reconstruct.poll(), "a second click must wait"
+    ticks, worst, seen, progress = 0, 0.0, [], []
+    cols = set(bpy.data.collections.keys())
+    t_start = time.perf_counter()
+    while True:
         t = time.perf_counter()
-        stages.add(job.progress()[0])
-        worst_poll = max(worst_poll, time.perf_counter() - t)
-        time.sleep(0.05)
-    assert not job.done, "the slow model finished too soon to test cancelling"
+        state = run.tick(bpy.context)
+        dt = time.perf_counter() - t
+        ticks += 1
+        if state == "FINISHED":
+            last_tick = dt
+            break
+        worst = max(worst, dt)
+        seen.append(wm.dualpm_status.stage)
+        progress.append(wm.dualpm_status.progress)
+        assert set(bpy.data.collections.keys()) == cols, "the scene changed before the last tick"
+        assert time.perf_counter() - t_start < 120, "the worker never finished"
+        time.sleep(0.1)
+    assert worst < 0.05, f"a tick took {worst:.3f} s: the UI would stall"
+    assert progress == sorted(progress), "progress went backwards"
+    assert not wm.dualpm_status.running and bpy.ops.dualpm.reconstruct.poll()
+    new = set(bpy.data.collections.keys()) - cols
+    assert len(new) == 1
+    info = check_collection(bpy.data.collections[new.pop()], addon_module("operators.session").template())
+
+    # cancelled midway: nothing stays (the photo's image datablock included)
+    p.model_path = os.path.join(data, "slow.onnx")
+    after_first = snapshot(selection=True)
+    run2 = rec_mod.ModalRun(bpy.context, os.path.join(data, "blank.png"))
+    run2.start(bpy.context)
+    for _ in range(10):
+        assert run2.tick(bpy.context) == "RUNNING"
+        time.sleep(0.1)
     t = time.perf_counter()
-    job.cancel()
-    assert job.wait(5.0), "cancel did not end the job within 5 s"
+    run2.cancel(bpy.context)
     cancel_s = time.perf_counter() - t
-    try:
-        job.result()
-        raise AssertionError("a cancelled job returned a result")
-    except Exception as e:  # InferenceCancelled (a DualPMError) or pipeline.Cancelled
-        kind = type(e).__name__
-    assert kind in ("InferenceCancelled", "Cancelled"), kind
-    rec_mod._cleanup(request)
-    return {"cancel_seconds": round(cancel_s, 3), "worst_poll_seconds": worst_poll, "stages": sorted(stages),
-            "error": kind}
+    assert run2.job.wait(1.0), "the request in flight was not aborted within 1 s"
+    ended_s = time.perf_counter() - t
+    assert type(run2.job.error).__name__ in ("InferenceCancelled", "Cancelled"), repr(run2.job.error)
+    left = [k for k in set(after_first) | set(snapshot(selection=True))
+            if after_first.get(k) != snapshot(selection=True).get(k)]
+    assert not left, f"a cancelled run left {left[:5]}"
+    assert not wm.dualpm_status.running and bpy.ops.dualpm.reconstruct.poll()
+    del before
+    return {"ticks": ticks, "worst_tick_s": worst, "last_tick_s": last_tick, "stages": sorted(set(seen)),
+            "points": info["points"], "cancel_call_s": cancel_s,
+            "cancel_to_end_s": ended_s, "cancel_error": type(run2.job.error).__name__}
 
 
 def _synthetic_reconstruction(data: str):
@@ -447,8 +472,7 @@ def scenario_headless(data: str, argv: list[str]) -> dict:
     return {"exit_code": code, "files": sorted(os.listdir(out))}
 
 
-SCENARIOS = {"headless": scenario_headless, "reconstruct": scenario_reconstruct, "errors": scenario_errors, "job_cancel": scenario_job_cancel,
-             "camera": scenario_camera, "retarget": scenario_retarget}
+SCENARIOS = {"modal": scenario_modal, "headless": scenario_headless, "reconstruct": scenario_reconstruct, "errors": scenario_errors, "camera": scenario_camera, "retarget": scenario_retarget}
 
 
 def main(argv=None) -> int:
