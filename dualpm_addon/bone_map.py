@@ -197,6 +197,8 @@ def _feet(rig: Rig, up: np.ndarray) -> list[int]:
     for j in low:  # lowest first: the first leaf of a cluster represents it
         if all(np.linalg.norm(rig.heads[j] - rig.heads[c]) > 0.05 * ext for c in clusters):
             clusters.append(j)
+            if len(clusters) == 16:  # enough for any animal; keeps huge rigs cheap
+                break
     return clusters
 
 
@@ -267,7 +269,7 @@ def _mirrored(rig: Rig, kids: list[int], origin: np.ndarray, left: np.ndarray) -
     return out
 
 
-def _has_mirrored(rig: Rig, joints: list[int], mid: float, axis: np.ndarray, left_guess, up: np.ndarray, sign: int) -> bool:
+def _has_mirrored(rig: Rig, joints: list[int], mid: float, axis: np.ndarray, up: np.ndarray, sign: int) -> bool:
     """Whether a joint on this side of the body (along `axis`) has a mirrored pair of children."""
     left = np.cross(up, axis)
     left /= np.linalg.norm(left)
@@ -367,8 +369,8 @@ def analyse(rig: Rig) -> Anatomy | None:
                 s = rig.heads[j] @ axis - mid
                 heights[0 if s > 0 else 1].append(rig.heads[j] @ up)
             # Ears, eyes, jaws and antlers come in mirrored pairs on the head, rarely on a tail.
-            h0 = max(heights[0], default=-np.inf) + 0.1 * ext * _has_mirrored(rig, rest, mid, axis, left_guess=None, up=up, sign=1)
-            h1 = max(heights[1], default=-np.inf) + 0.1 * ext * _has_mirrored(rig, rest, mid, axis, left_guess=None, up=up, sign=-1)
+            h0 = max(heights[0], default=-np.inf) + 0.1 * ext * _has_mirrored(rig, rest, mid, axis, up, 1)
+            h1 = max(heights[1], default=-np.inf) + 0.1 * ext * _has_mirrored(rig, rest, mid, axis, up, -1)
             vote = 1 if h0 >= h1 else -1
         if vote < 0:
             pairs, branch, axis = pairs[::-1], branch[::-1], -axis

@@ -26,6 +26,7 @@ world-aligned) and R_j the target bone's rest frame:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +34,7 @@ import numpy as np
 from . import bone_map as bm
 from .errors import DualPMError
 from .ik import two_bone_ik
-from .rotations import matrix_to_quat, quat_to_matrix
+from .rotations import matrix_to_quat, quat_to_matrix, rotation_between
 from .skeleton import Skeleton
 
 
@@ -71,8 +72,6 @@ def skeleton_from_motion(motion) -> Skeleton:
 def _snap_rotation(g: np.ndarray, max_angle_deg: float = 30.0) -> np.ndarray:
     """The nearest signed axis permutation (a proper rotation) if within max_angle of g."""
     best, best_angle = g, np.inf
-    import itertools
-
     for perm in itertools.permutations(range(3)):
         for signs in itertools.product((1.0, -1.0), repeat=3):
             p = np.zeros((3, 3))
@@ -95,8 +94,6 @@ def _kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def _shortest_arc(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    from .rotations import rotation_between
-
     return quat_to_matrix(rotation_between(u, v))
 
 
