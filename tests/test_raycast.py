@@ -181,6 +181,13 @@ def test_template_maps_reproject_order_and_alternate(posed_maps):
     centres = camera.pixel_centers(128, 96)[np.nonzero(occ)[1:]]
     assert np.abs(uv - centres).max() <= 1e-3
     assert _alternates(out["hits"])
+    np.testing.assert_array_equal(out["hits"].occupied.reshape(occ.shape), occ)
+    # The synthesizer's compact path casts only the mesh's box and gives the same maps.
+    t, topo = posed_maps["t"], posed_maps["topo"]
+    small = raycast.point_maps(posed_maps["vc"], topo.extend(t.canonical_vertices), topo, k, 128, 96, 4, compact=True)
+    assert len(small["pixels"]) < 128 * 96
+    for name in ("P", "Q", "occupancy"):
+        np.testing.assert_array_equal(small[name], out[name])
     z = np.where(occ, out["P"][..., 2], 1e30)
     assert np.all((np.diff(z, axis=0) > 0) | ~occ[1:])
     assert np.all(occ[:-1] | ~occ[1:])

@@ -540,32 +540,40 @@ def pixel_rays(intrinsics: np.ndarray, box: tuple[int, int, int, int]) -> np.nda
 
 
 def cast_pixels(welded: np.ndarray, topo: Topology, intrinsics: np.ndarray, height: int, width: int,
-                layers: int, scene=None) -> tuple[Hits, np.ndarray]:
-    """Hits (layers, H*W) through every pixel centre of a camera at the origin, and the ray
-    directions (H*W, 3) with z = 1. Rays outside the mesh's pixel box are not cast."""
+                layers: int, scene=None) -> tuple[Hits, np.ndarray, np.ndarray]:
+    """Cast through the pixel centres of a camera at the origin that can see the mesh.
+
+    Returns the hits (layers, n) of those n rays, their flat pixel indices (n,) into H*W, and
+    their directions (n, 3) with z = 1. Pixels outside the mesh's projected box are not cast
+    (`expand` spreads the hits over the whole grid)."""
     if scene is None:
         scene = make_scene(welded, topo.faces)
-    d = pixel_rays(intrinsics, (0, 0, width, height))
     x0, y0, x1, y1 = pixel_box(welded, intrinsics, height, width)
-    n = height * width
-    hits = Hits(face=np.full((layers, n), -1, dtype=np.int32), t=np.full((layers, n), np.inf),
-                bary=np.zeros((layers, n, 3)), front=np.zeros((layers, n), dtype=bool),
-                facing=np.zeros((layers, n), dtype=bool))
-    if x1 > x0 and y1 > y0:
-        sub = cast(welded, topo.faces, d[y0:y1, x0:x1].reshape(-1, 3), layers, neighbours=topo.neighbours,
-                   scene=scene)
-        idx = (np.arange(y0, y1)[:, None] * width + np.arange(x0, x1)[None, :]).reshape(-1)
-        for name in ("face", "t", "bary", "front", "facing"):
-            getattr(hits, name)[:, idx] = getattr(sub, name)
-        for name in ("internal", "touches", "fallbacks", "close", "passes"):
-            setattr(hits, name, getattr(sub, name))
-    return hits, d.reshape(-1, 3)
+    d = pixel_rays(intrinsics, (x0, y0, x1, y1)).reshape(-1, 3)
+    pixels = (np.arange(y0, y1)[:, None] * width + np.arange(x0, x1)[None, :]).reshape(-1)
+    hits = cast(welded, topo.faces, d, layers, neighbours=topo.neighbours, scene=scene)
+    return hits, pixels, d
+
+
+def expand(hits: Hits, pixels: np.ndarray, n: int) -> Hits:
+    """Hits over n pixels from hits over the cast subset `pixels` (empty elsewhere)."""
+    layers = hits.face.shape[0]
+    out = Hits(face=np.full((layers, n), -1, dtype=np.int32), t=np.full((layers, n), np.inf),
+               bary=np.zeros((layers, n, 3)), front=np.zeros((layers, n), dtype=bool),
+               facing=np.zeros((layers, n), dtype=bool), internal=hits.internal, touches=hits.touches,
+               fallbacks=hits.fallbacks, close=hits.close, passes=hits.passes)
+    for name in ("face", "t", "bary", "front", "facing"):
+        getattr(out, name)[:, pixels] = getattr(hits, name)
+    return out
 
 
 def point_maps(vertices_cam: np.ndarray, canonical_ext: np.ndarray, topo: Topology,
                intrinsics: np.ndarray, height: int, width: int, layers: int,
-               welded: np.ndarray | None = None, scene=None) -> dict:
-    """P, Q, occupancy, confidence (DESIGN.md shapes) and the hits, for a mesh in camera space.
+               welded: np.ndarray | None = None, scene=None, compact: bool = False) -> dict:
+    """P, Q, occupancy, confidence (DESIGN.md shapes) and "hits", for a mesh in camera space.
+
+    "hits" covers every pixel (layers, H*W); with compact=True only the rays actually cast, whose
+    flat pixel indices are then in "pixels" (cheaper: the synthesizer's path).
 
     vertices_cam (V, 3): the posed template mesh in the camera's OpenCV frame (or pass `welded`,
     already `topo.weld`ed); canonical_ext: `topo.extend(template.canonical_vertices)`; topo:
@@ -574,17 +582,27 @@ def point_maps(vertices_cam: np.ndarray, canonical_ext: np.ndarray, topo: Topolo
     points of the same triangle with the same barycentrics. Empty layers hold zeros.
     """
     welded = topo.weld(vertices_cam) if welded is None else welded
-    hits, d = cast_pixels(welded, topo, intrinsics, height, width, layers, scene=scene)
+    hits, pixels, d = cast_pixels(welded, topo, intrinsics, height, width, layers, scene=scene)
     occ = hits.occupied
-    p = np.zeros((layers, len(d), 3))
-    p[occ] = hits.t[occ][:, None] * np.broadcast_to(d, p.shape)[occ]
-    q = interpolate(canonical_ext, topo.ext_faces, hits.face, hits.bary)
+    n = height * width
+    p = np.zeros((layers, n, 3), dtype=np.float32)
+    q = np.zeros((layers, n, 3), dtype=np.float32)
+    occupancy = np.zeros((layers, n), dtype=np.float32)
+    for k in range(layers):
+        o = occ[k]
+        if not o.any():
+            continue
+        pix = pixels[o]
+        p[k, pix] = hits.t[k, o][:, None] * d[o]
+        q[k, pix] = interpolate(canonical_ext, topo.ext_faces, hits.face[k, o], hits.bary[k, o])
+        occupancy[k, pix] = 1.0
     shape = (layers, height, width)
     return {
-        "P": p.reshape(shape + (3,)).astype(np.float32),
-        "Q": q.reshape(shape + (3,)).astype(np.float32),
-        "occupancy": occ.reshape(shape).astype(np.float32),
+        "P": p.reshape(shape + (3,)),
+        "Q": q.reshape(shape + (3,)),
+        "occupancy": occupancy.reshape(shape),
         "confidence": np.ones(shape, dtype=np.float32),
         "intrinsics": np.asarray(intrinsics, dtype=np.float32),
-        "hits": hits,
+        "hits": hits if compact else expand(hits, pixels, n),
+        **({"pixels": pixels} if compact else {}),
     }

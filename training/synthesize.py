@@ -280,13 +280,14 @@ class Synthesizer:
         welded = world @ w2c[:3, :3].T + w2c[:3, 3]
         clock = self._tick("camera", clock)
         scene = raycast.make_scene(welded, topo.faces)
-        pm = raycast.point_maps(None, sd.q_ext, topo, k, size, size, self.layers, welded=welded, scene=scene)
-        hits = pm.pop("hits")
+        pm = raycast.point_maps(None, sd.q_ext, topo, k, size, size, self.layers, welded=welded, scene=scene,
+                                compact=True)
+        hits, pixels = pm.pop("hits"), pm.pop("pixels")
         mask = pm["occupancy"][0] > 0
         clock = self._tick("targets", clock)
 
-        img, occluder, bg_name = self._image(sd, welded, world, w2c, k, scene, hits, g_look, g_light, g_bg, g_fx,
-                                             mask)
+        img, occluder, bg_name = self._image(sd, welded, world, w2c, k, scene, hits, pixels, g_look, g_light,
+                                             g_bg, g_fx, mask)
         self._tick("image", clock)
         self.timings["samples"] += 1
         joints_world = t.skeleton.joint_positions(frames) @ m2w[:3, :3].T + m2w[:3, 3]
@@ -320,7 +321,7 @@ class Synthesizer:
         return out
 
     # -- image -----------------------------------------------------------------------------------
-    def _image(self, sd, welded, world, w2c, k, scene, hits, g_look, g_light, g_bg, g_fx, mask):
+    def _image(self, sd, welded, world, w2c, k, scene, hits, pixels, g_look, g_light, g_bg, g_fx, mask):
         size, cfg, t, topo = self.size, self.config, sd.template, sd.topo
         look = render.sample_look(t, sd.coat, g_look)
         light = render.sample_light(g_light)
@@ -332,7 +333,7 @@ class Synthesizer:
         # hit of the targets); on its edge (a pixel whose 3x3 neighbourhood is partly empty),
         # 2x2 sub-pixel rays, whose hits are shaded and averaged: anti-aliased edges, and
         # coverage = hits / 4 blends the animal over the background.
-        occ = hits.face[0].reshape(size, size) >= 0
+        occ = mask
         pad = np.pad(occ, 1, mode="edge")
         win = [pad[1 + dy:1 + dy + size, 1 + dx:1 + dx + size] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
         edge = np.logical_or.reduce(win) & ~np.logical_and.reduce(win)
@@ -346,11 +347,16 @@ class Synthesizer:
         sub_d = np.stack([(su - k[0, 2] - k[0, 1] * yy) / k[0, 0], yy, np.ones_like(yy)], -1).reshape(-1, 3)
         sface, st, sbary = raycast.first_hits(scene, sub_d)
         shit = sface >= 0
-        d_in = d_pix[inner.reshape(-1)]
-        f = np.concatenate([hits.face[0][inner.reshape(-1)], sface[shit]]).astype(np.int64)
-        b = np.concatenate([hits.bary[0][inner.reshape(-1)], sbary[shit]])
+        # Inner pixels: their layer-0 hit among the rays cast for the targets.
+        lookup = np.full(size * size, -1, dtype=np.int64)
+        lookup[pixels] = np.arange(len(pixels))
+        iy, ix = np.nonzero(inner)
+        ci = lookup[iy * size + ix]
+        d_in = d_pix[iy * size + ix]
+        f = np.concatenate([hits.face[0][ci], sface[shit]]).astype(np.int64)
+        b = np.concatenate([hits.bary[0][ci], sbary[shit]])
         dirs_hit = np.concatenate([d_in, sub_d[shit]])
-        pts = np.concatenate([hits.t[0][inner.reshape(-1)], st[shit]])[:, None] * dirs_hit
+        pts = np.concatenate([hits.t[0][ci], st[shit]])[:, None] * dirs_hit
         normals = self._vertex_normals(welded, topo.faces)
         tri = topo.faces[f]
         n = b[:, 0:1] * normals[tri[:, 0]] + b[:, 1:2] * normals[tri[:, 1]] + b[:, 2:3] * normals[tri[:, 2]]
@@ -370,9 +376,9 @@ class Synthesizer:
         rgb_hit = render.shade(alb, n, up_cam, sun_cam, light, lit).astype(np.float32)
         fg = np.zeros((size, size, 3), dtype=np.float32)
         coverage = np.zeros((size, size), dtype=np.float32)
-        n_in = int(inner.sum())
-        fg[inner] = rgb_hit[:n_in]
-        coverage[inner] = 1.0
+        n_in = len(ci)
+        fg[iy, ix] = rgb_hit[:n_in]
+        coverage[iy, ix] = 1.0
         sub_rgb = np.zeros((len(sub_d), 3), dtype=np.float32)
         sub_rgb[shit] = rgb_hit[n_in:]
         fg[ey, ex] = sub_rgb.reshape(-1, s * s, 3).mean(axis=1)
