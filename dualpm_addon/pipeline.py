@@ -51,6 +51,7 @@ class Settings:
     occupancy_threshold: float = pointmap.OCCUPANCY_THRESHOLD
     confidence_threshold: float = pointmap.CONFIDENCE_THRESHOLD
     surface_pull: float = 0.0
+    place_camera: bool = True  # fit_camera: the cloud's distance, and the focal when EXIF had none
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -65,7 +66,8 @@ class Reconstruction:
     point_rest (N, 3): model-space rest positions that the fitted pose skins onto P exactly;
     point_skin_joints/weights (N, 4); point_matched (N,) bool (Q matched the template).
     fit: fit_skeleton.SkeletonFit (rest skeleton, pose, model_to_camera, surface mesh, residuals).
-    photo_intrinsics (3, 3) in the photo's pixels; photo_size (H, W); crop_box (4,).
+    photo_intrinsics (3, 3) in the photo's pixels (the solved focal length where it was solved);
+    photo_size (H, W); crop_box (4,). P is the cloud after fit_camera placed it.
     """
 
     source: str
@@ -83,6 +85,7 @@ class Reconstruction:
     template: object
     model_version: str
     settings: dict
+    camera_fit: object = None  # fit_camera.CameraFit, or None when the cloud was taken as predicted
     timings: dict = field(default_factory=dict)
 
     @property
@@ -107,6 +110,11 @@ class Reconstruction:
             "fit_residual_rms_m": float(fit.residual_rms), "fit_residual_median_m": float(fit.residual_median),
             "fit_inlier_fraction": float(fit.inlier_fraction), "body_length_m": float(fit.body_length),
             "focal_px": float(self.photo_intrinsics[0, 0]),
+            "camera": None if self.camera_fit is None else {
+                "focal_solved": bool(self.camera_fit.focal_solved),
+                "reprojection_px_median": float(self.camera_fit.residual_px_median),
+                "reprojection_px_before": float(self.camera_fit.residual_px_before),
+                "distance_m": float(self.camera_fit.distance)},
             "timings_s": {k: round(float(v), 4) for k, v in self.timings.items()},
             "parameters": self.settings,
         }
@@ -200,6 +208,18 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
     if n < MIN_POINTS:
         raise DualPMError(f"no animal found in {photo.source} (only {n} points pass the occupancy "
                           f"{settings.occupancy_threshold} and confidence {settings.confidence_threshold} thresholds)")
+    k_crop = np.asarray(pm["intrinsics"], dtype=np.float64)
+    camera_fit = None
+    if settings.place_camera:
+        from .fit_camera import fit_camera
+
+        # Pixels are exact, a predicted depth may not be: move the cloud (and solve the focal
+        # length when the photo did not say it) so that it reprojects onto its pixels.
+        uv = pts["pixel"][:, ::-1].astype(np.float64) + 0.5
+        focal_known = bool(pm.get("focal_from_exif", False))
+        camera_fit = fit_camera(pts["P"], uv, k_crop, solve_focal=not focal_known, seed=settings.seed)
+        pts["P"] = camera_fit.apply(pts["P"]).astype(np.float32)
+        k_crop = np.asarray(camera_fit.intrinsics, dtype=np.float64)
     options = fit_skeleton.FitOptions(surface_pull=settings.surface_pull, seed=settings.seed, point_weights=True)
     fit = fit_skeleton.fit(pts["P"], pts["Q"], context=fit_context(template), options=options)
     # Rest positions of the points under the fitted pose (model space), for the Armature modifier.
@@ -212,8 +232,6 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
     h, w = (int(v) for v in np.asarray(pm.get("photo_size", pm["P"].shape[1:3])))
     size = pm["P"].shape[1]
     box = np.asarray(pm.get("crop_box", (0.0, 0.0, float(w), float(h))), dtype=np.float64)
-    k_crop = getattr(fit, "intrinsics", None)
-    k_crop = pm["intrinsics"] if k_crop is None else k_crop
     return Reconstruction(
         source=photo.source, path=photo.path, sha256=photo.sha256, photo_size=(h, w),
         photo_intrinsics=photo_intrinsics_from_crop(k_crop, box, size), crop_box=box, points=pts,
@@ -222,7 +240,7 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
         fit=fit, template=template, model_version=predictor_version,
         settings=dict(settings.as_dict(), focal_mm=float(pm.get("focal_mm", 0.0)),
                       focal_from_exif=bool(pm.get("focal_from_exif", False))),
-        timings=timings)
+        camera_fit=camera_fit, timings=timings)
 
 
 _CACHE: dict = {}
