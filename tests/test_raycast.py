@@ -113,7 +113,8 @@ def test_coincident_hits_on_a_shared_edge_count_once_and_a_graze_is_a_touch():
     np.testing.assert_allclose(origins[:, 2, None] + hits.t[:2].T, [[-1, 1]] * 3, atol=1e-12)
     assert _alternates(hits)
     # A ray that meets a tetrahedron only at a point of one of its edges is a touch, no layer.
-    tetra = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1.0]], [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    tetra = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1.0]],
+                            [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
     assert tetra.volume > 0
     topo = raycast.topology(tetra.vertices, tetra.faces)
     # The edge from (1,0,0) to (0,1,0) between faces z=0 and x+y+z=1; a ray through its midpoint

@@ -315,12 +315,38 @@ def _solve(frame, cand, org, d):
     det = np.sum(e1 * p, axis=-1)
     ok = (np.abs(det) > 1e-300) & (cand >= 0)
     inv = 1.0 / np.where(ok, det, 1.0)
-    s = org[:, None, :] - v0
+    s = -v0 if org is None else org[:, None, :] - v0
     u = np.sum(s * p, axis=-1) * inv
     q = _cross(s, e1)
     v = np.sum(dd * q, axis=-1) * inv
     t = np.sum(e2 * q, axis=-1) * inv
     w = np.stack([1.0 - u - v, u, v], axis=-1)
+    inside = ok & (u >= -BARY_TOL) & (v >= -BARY_TOL) & (u + v <= 1.0 + BARY_TOL)
+    return t, w, det, ok, inside
+
+
+def _solve1(frame, prim, org, d):
+    """`_solve` for one candidate per ray, component-wise (the common case; several times faster
+    than the general form, which pays for its extra axis)."""
+    f = frame[prim]
+    v0x, v0y, v0z = f[:, 0, 0], f[:, 0, 1], f[:, 0, 2]
+    e1x, e1y, e1z = f[:, 1, 0], f[:, 1, 1], f[:, 1, 2]
+    e2x, e2y, e2z = f[:, 2, 0], f[:, 2, 1], f[:, 2, 2]
+    dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
+    px, py, pz = dy * e2z - dz * e2y, dz * e2x - dx * e2z, dx * e2y - dy * e2x
+    det = e1x * px + e1y * py + e1z * pz
+    ok = np.abs(det) > 1e-300
+    inv = 1.0 / np.where(ok, det, 1.0)
+    if org is None:
+        sx, sy, sz = -v0x, -v0y, -v0z
+    else:
+        sx, sy, sz = org[:, 0] - v0x, org[:, 1] - v0y, org[:, 2] - v0z
+    u = (sx * px + sy * py + sz * pz) * inv
+    qx, qy, qz = sy * e1z - sz * e1y, sz * e1x - sx * e1z, sx * e1y - sy * e1x
+    v = (dx * qx + dy * qy + dz * qz) * inv
+    t = (e2x * qx + e2y * qy + e2z * qz) * inv
+    w = np.empty((len(prim), 3))
+    w[:, 0], w[:, 1], w[:, 2] = 1.0 - u - v, u, v
     inside = ok & (u >= -BARY_TOL) & (v >= -BARY_TOL) & (u + v <= 1.0 + BARY_TOL)
     return t, w, det, ok, inside
 
@@ -335,7 +361,7 @@ def _events(frame, neighbours, prim, t_e, oa, da, near, done, start):
     triangle alone decides. Near an edge its neighbours are solved as well."""
     n = len(prim)
     width = 1 + neighbours.shape[1]
-    t, w, det, ok, inside = (x[:, 0] for x in _solve(frame, prim[:, None], oa, da))
+    t, w, det, ok, inside = _solve1(frame, prim, oa, da)
     crossing = np.where(det > 0, 1, -1)
     t_ref, cw, cf = t.copy(), w.copy(), prim.copy()
     same = np.full((n, width), -1, dtype=np.int64)
@@ -347,7 +373,7 @@ def _events(frame, neighbours, prim, t_e, oa, da, near, done, start):
     sub = np.flatnonzero(near)
     if len(sub):
         cand = np.concatenate([prim[sub, None], neighbours[prim[sub]]], axis=1)
-        st, sw, sdet, _, sin = _solve(frame, cand, oa[sub], da[sub])
+        st, sw, sdet, _, sin = _solve(frame, cand, None if oa is None else oa[sub], da[sub])
         te = t_e[sub, None]
         loose = sin & (np.abs(st - te) <= LOOSE_REL * np.abs(te) + STEP_ABS)
         # The event's distance: the reported triangle's, or (float64 says the ray passes just
@@ -389,6 +415,26 @@ def _events(frame, neighbours, prim, t_e, oa, da, near, done, start):
     return (crossing, t_ref, cw, cf, same, int(fb.sum()), touches), (extra, ex_cross, ex_t, ex_w, ex_f)
 
 
+def _apply(stats, layers, ids, count, filled, cross, t, w, f, face, tt, bary, front, facing, rows):
+    """Apply one event per ray (or per ray in `rows`): the winding rule decides which crossings
+    are layers (rule 2); kept ones go to the output slots. Returns the new count and filled."""
+    if rows is not None:
+        sub_count, sub_filled = _apply(stats, layers, ids[rows], count[rows], filled[rows], cross[rows], t[rows],
+                                       w[rows], f[rows], face, tt, bary, front, facing, None)
+        count, filled = count.copy(), filled.copy()
+        count[rows], filled[rows] = sub_count, sub_filled
+        return count, filled
+    keep = (cross != 0) & ((count == 0) | (count + cross == 0)) & (filled < layers)
+    stats["internal"] += int(np.count_nonzero((cross != 0) & (count != 0) & (count + cross != 0)))
+    kr, slot = ids[keep], filled[keep]
+    face[slot, kr] = f[keep]
+    tt[slot, kr] = t[keep]
+    bary[slot, kr] = w[keep]
+    front[slot, kr] = count[keep] == 0
+    facing[slot, kr] = cross[keep] > 0
+    return count + cross, filled + keep
+
+
 def cast(vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray, layers: int,
          origins: np.ndarray | None = None, neighbours: np.ndarray | None = None, scene=None,
          max_passes: int | None = None) -> Hits:
@@ -404,8 +450,7 @@ def cast(vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray, layers
     n = len(d)
     if layers < 1:
         raise DualPMError(f"raycast: layers must be at least 1, got {layers}")
-    o = np.zeros_like(d) if origins is None else np.ascontiguousarray(
-        np.broadcast_to(np.asarray(origins, np.float64), d.shape))
+    o = None if origins is None else np.ascontiguousarray(np.broadcast_to(np.asarray(origins, np.float64), d.shape))
     if neighbours is None:
         neighbours = _neighbours(faces, len(vertices))
     if scene is None:
@@ -430,16 +475,16 @@ def cast(vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray, layers
     passes = 0
     while len(ids) and passes < max_passes:
         passes += 1
-        if passes == 1 and origins is None:
-            org = np.zeros(d32.shape, np.float32)
+        if oa is None:  # camera space: rays from the origin
+            org = np.zeros(d32.shape, np.float32) if passes == 1 else (start[:, None] * da).astype(np.float32)
         else:
             org = (oa + start[:, None] * da).astype(np.float32)
         res = scene.run(org, d32, output=1)
         prim = res["primID"]
         hit = prim >= 0
         if not hit.all():
-            ids, oa, da, d32, start, count, filled, done = (
-                x[hit] for x in (ids, oa, da, d32, start, count, filled, done))
+            ids, da, d32, start, count, filled, done = (x[hit] for x in (ids, da, d32, start, count, filled, done))
+            oa = None if oa is None else oa[hit]
         if not len(ids):
             break
         prim = prim[hit].astype(np.int64)
@@ -454,31 +499,24 @@ def cast(vertices: np.ndarray, faces: np.ndarray, directions: np.ndarray, layers
         stats["fallbacks"] += fb
         stats["touches"] += touches
         stats["close"] += int(extra.sum())
-        # Up to two events per ray this pass, applied in their order along the ray.
-        swap = extra & (ex_t < t_ref)
-        first = (np.where(swap, ex_cross, crossing), np.where(swap, ex_t, t_ref),
-                 np.where(swap[:, None], ex_w, cw), np.where(swap, ex_f, cf))
-        second = (np.where(swap, crossing, ex_cross), np.where(swap, t_ref, ex_t),
-                  np.where(swap[:, None], cw, ex_w), np.where(swap, cf, ex_f))
-        for (cr, tv, wv, fv), active in ((first, None), (second, extra)):
-            cr = cr if active is None else np.where(active, cr, 0)
-            keep = (cr != 0) & ((count == 0) | (count + cr == 0)) & (filled < layers)
-            stats["internal"] += int(np.sum((cr != 0) & ((count != 0) & (count + cr != 0))))
-            kr, slot = ids[keep], filled[keep]
-            face[slot, kr] = fv[keep]
-            tt[slot, kr] = tv[keep]
-            bary[slot, kr] = wv[keep]
-            front[slot, kr] = count[keep] == 0
-            facing[slot, kr] = cr[keep] > 0
-            count = count + cr
-            filled = filled + keep
+        # Up to two events per ray this pass, applied in their order along the ray. The second
+        # event is rare (a surface closer than float32 separates), so it is handled apart.
+        rows = np.flatnonzero(extra)
+        swap = rows[ex_t[rows] < t_ref[rows]]
+        main = [crossing, t_ref, cw, cf]
+        ex = [ex_cross, ex_t, ex_w, ex_f]
+        for a, b in zip(main, ex):  # swapped rows: the extra event comes first
+            a[swap], b[swap] = b[swap].copy(), a[swap].copy()
+        count, filled = _apply(stats, layers, ids, count, filled, *main, face, tt, bary, front, facing, None)
+        if len(rows):
+            count, filled = _apply(stats, layers, ids, count, filled, *ex, face, tt, bary, front, facing, rows)
         done = np.where(again[:, None], done, same)
         ref = np.where(again, t_e, np.where(extra, np.maximum(t_ref, ex_t), t_ref))
         start = ref + STEP_REL * np.abs(ref) + STEP_ABS
         more = filled < layers
         if not more.all():
-            ids, oa, da, d32, start, count, filled, done = (
-                x[more] for x in (ids, oa, da, d32, start, count, filled, done))
+            ids, da, d32, start, count, filled, done = (x[more] for x in (ids, da, d32, start, count, filled, done))
+            oa = None if oa is None else oa[more]
     return Hits(face=face, t=tt, bary=bary, front=front, facing=facing, passes=passes, **stats)
 
 
