@@ -576,6 +576,7 @@ def run(args) -> int:
     if os.path.exists(final):
         os.remove(final)
 
+    began = time.monotonic()
     todo = [(i, sample_seed(args.seed, i)) for i in range(args.count)
             if not os.path.exists(os.path.join(out, sample_name(i)))]
     progress = _Progress(args.count, args.count - len(todo))
@@ -601,7 +602,10 @@ def run(args) -> int:
         paths = [os.path.join(out, sample_name(i)) for i in range(min(args.count, 8))]
         contact_sheet.write(os.path.join(out, "contact_sheet.png"), [pointmap.load(p) for p in paths])
     os.replace(partial, final)
-    print(json.dumps({"out": out, "count": args.count, "seed": args.seed}), file=sys.stdout)
+    seconds = time.monotonic() - began
+    print(json.dumps({"out": out, "count": args.count, "seed": args.seed, "written": len(todo), "workers": workers,
+                      "seconds": round(seconds, 3),
+                      "samples_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else None}))
     return 0
 
 
