@@ -142,7 +142,8 @@ def sample(template, rng: np.random.Generator, space: PoseSpace | None = None, e
         return clip_pose(template, name, int(rng.integers(n)))
 
     pose = frame_of(clips[int(rng.integers(len(clips)))])
-    # Draw every random number whether used or not, so one choice does not shift the others.
+    # The choices and the heading are drawn first, so whether a blend or a perturbation happens
+    # (they draw more numbers) does not change them.
     other = clips[int(rng.integers(len(clips)))]
     w, do_blend = rng.uniform(0.0, 1.0), rng.uniform() < blend_probability
     scale, do_perturb = rng.uniform(0.0, max_scale), rng.uniform() < perturb_probability
