@@ -55,7 +55,7 @@ from scipy.optimize import least_squares
 from . import correspondence as corr
 from .errors import DualPMError
 from .rotations import matrix_from_axis_angle, matrix_to_quat, quat_to_axis_angle, quat_to_matrix
-from .skeleton import Skeleton
+from .skeleton import Skeleton, rigid_inverse
 from .skinning import linear_blend_skinning
 
 PRIOR_FILE = "pose_prior.npz"
@@ -71,8 +71,59 @@ CORE_BONES = ("Back", "Torso", "Torso2", "Torso3")  # the rigid-ish trunk that p
 FIXED_BONES = ("Body", "Back")  # root and its only child: their rotation is the model->camera map
 RIGID_STD = 0.02  # radians: joints no clip moves more than this are held at their prior mean
 HIGH_RESIDUAL = 0.03  # fraction of body length
+ONE_BONE_FRACTION = 0.9  # a cloud with this share of its points on one bone cannot be fitted
 OUTLIER_FRACTION = 0.08  # residual under its bone's rigid Kabsch, fraction of body length
 TR_OPTIONS: dict = {}  # LSMR options for the scipy solver
+
+
+class single_threaded_blas:
+    """Context manager: OpenBLAS (numpy's and scipy's) on one thread inside, restored after.
+
+    The fit's matrices are small (a few hundred rows): a second BLAS thread buys nothing, and on
+    a busy machine its spin-waiting made fits 5-20x slower in our measurements (docs/fitting.md).
+    Works on the loaded OpenBLAS libraries found in /proc/self/maps (Linux); elsewhere, or when
+    the symbols are missing, it does nothing. The setting is process-wide while it is held.
+    """
+
+    _libs = None
+    _names = (("openblas_set_num_threads", "openblas_get_num_threads"),
+              ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+              ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+              ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"))
+
+    @classmethod
+    def _find(cls) -> list:
+        if cls._libs is None:
+            import ctypes
+
+            found = []
+            try:
+                with open("/proc/self/maps") as f:
+                    paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
+            except OSError:
+                paths = set()
+            for path in sorted(paths):
+                try:
+                    lib = ctypes.CDLL(path)
+                except OSError:
+                    continue
+                for set_name, get_name in cls._names:
+                    if hasattr(lib, set_name) and hasattr(lib, get_name):
+                        found.append((getattr(lib, set_name), getattr(lib, get_name)))
+                        break
+            cls._libs = found
+        return cls._libs
+
+    def __enter__(self):
+        self._saved = [(set_, get()) for set_, get in self._find()]
+        for set_, _ in self._saved:
+            set_(1)
+        return self
+
+    def __exit__(self, *exc):
+        for set_, n in self._saved:
+            set_(int(n))
+        return False
 
 
 def flag_names(bits: int) -> list[str]:
@@ -229,13 +280,14 @@ def grouped_kabsch(src: np.ndarray, dst: np.ndarray, group: np.ndarray, weight: 
     w0 = np.where(inset, weight, 0.0)
     w = w0
     res = np.full(len(src), np.inf)
+    # Per-point features whose weighted group sums give the centroids and cross-covariances.
+    feats = np.concatenate([np.ones((len(src), 1)), src, dst, (dst[:, :, None] * src[:, None, :]).reshape(-1, 9)], 1)
+    cols = np.arange(len(src))
     for it in range(iterations + 1):
-        tw = np.maximum(np.bincount(g, w, minlength=groups), 1e-12)
-        ms = np.stack([np.bincount(g, w * src[:, c], minlength=groups) for c in range(3)], 1) / tw[:, None]
-        md = np.stack([np.bincount(g, w * dst[:, c], minlength=groups) for c in range(3)], 1) / tw[:, None]
-        a, b = src - ms[g], dst - md[g]
-        outer = (w[:, None, None] * b[:, :, None] * a[:, None, :]).reshape(-1, 9)
-        cov = np.stack([np.bincount(g, outer[:, k], minlength=groups) for k in range(9)], 1).reshape(-1, 3, 3)
+        sums = sparse.csr_matrix((w, (g, cols)), shape=(groups, len(src))) @ feats
+        tw = np.maximum(sums[:, 0], 1e-12)
+        ms, md = sums[:, 1:4] / tw[:, None], sums[:, 4:7] / tw[:, None]
+        cov = sums[:, 7:].reshape(-1, 3, 3) / tw[:, None, None] - md[:, :, None] * ms[:, None, :]
         u, sv, vt = np.linalg.svd(cov)
         d = np.sign(np.linalg.det(u @ vt))
         u[:, :, 2] *= np.where(d == 0, 1.0, d)[:, None]
@@ -251,7 +303,7 @@ def grouped_kabsch(src: np.ndarray, dst: np.ndarray, group: np.ndarray, weight: 
 
 
 def robust_similarity(src: np.ndarray, dst: np.ndarray, threshold: float, rng=None, hypotheses: int = 64,
-                      iterations: int = 4, score_points: int = 256) -> tuple[np.ndarray, np.ndarray, float]:
+                      iterations: int = 2, score_points: int = 256) -> tuple[np.ndarray, np.ndarray, float]:
     """Similarity dst ~ s R src + t that a third of gross outliers does not drag.
 
     RANSAC first (similarities from random 4-point samples, scored by the truncated squared
@@ -339,28 +391,36 @@ def scaled_rest_skeleton(skeleton: Skeleton, global_scale: float, bone_scales: n
     """The instance's rest skeleton: heads through the scaled chain, tails stretched per bone,
     bone axes unchanged."""
     lr = skeleton.local_rest_matrices
+    parents = np.asarray(skeleton.parents)
+    off = global_scale * lr[:, :3, 3]
+    off[1:, 1] *= np.asarray(bone_scales)[parents[1:]]
+    off[1:] = np.einsum("jab,jb->ja", skeleton.rest_frames[parents[1:]], off[1:])
     heads = np.zeros((skeleton.num_joints, 3))
-    heads[0] = global_scale * lr[0, :3, 3]
-    for j in range(1, skeleton.num_joints):
-        p = skeleton.parents[j]
-        t = global_scale * lr[j, :3, 3] * np.array([1.0, bone_scales[p], 1.0])
-        heads[j] = heads[p] + skeleton.rest_frames[p] @ t
+    heads[0] = off[0]
+    depth = np.zeros(skeleton.num_joints, dtype=np.int64)
+    for j in range(1, skeleton.num_joints):  # parents come first
+        depth[j] = depth[parents[j]] + 1
+    for d in range(1, depth.max() + 1):
+        lev = np.nonzero(depth == d)[0]
+        heads[lev] = heads[parents[lev]] + off[lev]
     tails = heads + global_scale * bone_scales[:, None] * (skeleton.rest_tails - skeleton.rest_heads)
     return Skeleton(tuple(skeleton.joint_names), np.asarray(skeleton.parents).copy(), heads, tails,
                     np.asarray(skeleton.rest_frames).copy())
 
 
 def instance_rest_points(skeleton: Skeleton, points: np.ndarray, skin_joints: np.ndarray,
-                         skin_weights: np.ndarray, global_scale: float, bone_scales: np.ndarray) -> np.ndarray:
+                         skin_weights: np.ndarray, global_scale: float, bone_scales: np.ndarray,
+                         instance: Skeleton | None = None) -> np.ndarray:
     """Template rest points (V, 3) carried onto the instance's rest skeleton: bone k maps its
     points by B'_k diag(s, s s_k, s) B_k^-1 (B, B' template and instance rest frames) and the
-    skin weights blend the maps, as canonical.py blends its bone maps."""
-    inst = scaled_rest_skeleton(skeleton, global_scale, bone_scales)
+    skin weights blend the maps, as canonical.py blends its bone maps. `instance` is
+    scaled_rest_skeleton(skeleton, global_scale, bone_scales), passed in when at hand."""
+    inst = instance if instance is not None else scaled_rest_skeleton(skeleton, global_scale, bone_scales)
     d = np.zeros((skeleton.num_joints, 4, 4))
     d[:, 0, 0] = d[:, 2, 2] = global_scale
     d[:, 1, 1] = global_scale * np.asarray(bone_scales)
     d[:, 3, 3] = 1
-    maps = inst.rest_matrices @ d @ np.linalg.inv(skeleton.rest_matrices)
+    maps = inst.rest_matrices @ d @ rigid_inverse(skeleton.rest_matrices)
     blended = np.einsum("vk,vkij->vij", skin_weights, maps[skin_joints, :3, :])
     return np.einsum("vij,vj->vi", blended[..., :3], points) + blended[..., 3]
 
@@ -446,7 +506,8 @@ class FitOptions:
     unsupported: "mirror" (an unsupported bone copies its supported left/right partner,
         mirrored; else the prior mean) or "prior" (always the prior mean).
     solver: "lm" (Levenberg-Marquardt on the normal equations) or "scipy" (least_squares, trf).
-    max_iter: LM iterations; max_nfev: scipy evaluations.
+    max_iter, tol: LM iterations, and the relative cost decrease below which it stops;
+    max_nfev: scipy evaluations.
     surface_pull: 0..1, how far each posed mesh vertex moves toward the observed points near it
         (the mean residual of the inlier points whose Q is within pull_radius body lengths).
     point_weights: also give skin weights to every input point (one KD-tree query for all).
@@ -461,7 +522,8 @@ class FitOptions:
     scale_weight: float = 0.004
     min_support: int = 3
     solver: str = "lm"
-    max_iter: int = 15
+    max_iter: int = 10
+    tol: float = 5e-3
     max_nfev: int = 300
     unsupported: str = "mirror"
     surface_pull: float = 0.0
@@ -628,11 +690,16 @@ class _ChainProblem:
         self.rows, self.cols = np.concatenate(rows), np.concatenate(cols)
         self.flat_data = self.rows[:nd] * self.n_params + self.cols[:nd]
         self.prior_vals = np.concatenate([self.prior_w.ravel(), np.full(self.n_groups, self.scale_w)])
-        # The prior rows are linear: their part of the normal equations is constant.
-        jp = np.zeros((self.n_rows - r0, self.n_params))
-        jp[self.rows[nd:] - r0, self.cols[nd:]] = self.prior_vals
-        self.prior_jac = jp
-        self.prior_hessian = jp.T @ jp
+        # The prior rows are linear with a block-diagonal Jacobian: their part of the normal
+        # equations is constant, W_f^T W_f per joint and scale_w^2 per scale.
+        h = np.zeros((self.n_params, self.n_params))
+        blocks = np.einsum("fba,fbc->fac", self.prior_w, self.prior_w)
+        ri = self.col_rot[:, None, None] + a3[None, :, None] + 0 * a3[None, None, :]
+        ci = self.col_rot[:, None, None] + 0 * a3[None, :, None] + a3[None, None, :]
+        h[ri, ci] = blocks
+        gi = self.col_scale + np.arange(self.n_groups)
+        h[gi, gi] = self.scale_w**2
+        self.prior_hessian = h
         self._csr = None
         self._cache_x = None
 
@@ -711,6 +778,14 @@ class _ChainProblem:
         sv = (sg * s[self.s_k] * self.s_e)[:, None] * ys[self.s_k]
         vg = np.stack([np.bincount(self.s_inv, sv[:, c], minlength=self.n_sg) for c in range(3)], axis=1)
         return np.concatenate([droot.ravel(), blk.ravel(), vg.ravel()]) * self.row_scale
+
+    def prior_gradient(self, r_prior):
+        """J_prior^T r_prior for the prior rows' residuals."""
+        g = np.zeros(self.n_params)
+        nf = len(self.free)
+        g[7:self.col_scale] = np.einsum("fba,fb->fa", self.prior_w, r_prior[:3 * nf].reshape(-1, 3)).ravel()
+        g[self.col_scale:] = self.scale_w * r_prior[3 * nf:]
+        return g
 
     def jacobian(self, x):
         """Sparse CSR Jacobian of all rows (for scipy.optimize.least_squares)."""
@@ -810,7 +885,7 @@ def _levenberg_marquardt(problem: _ChainProblem, x0, kind: str, f_scale: float, 
         jd = problem.data_jacobian(x)
         jw = jd * np.sqrt(w)[:, None]
         h = blas.dsyrk(1.0, jw.T, trans=0, lower=0) + problem.prior_hessian  # upper triangle valid
-        g = jd.T @ (w * r[:nd]) + problem.prior_jac.T @ r[nd:]
+        g = jd.T @ (w * r[:nd]) + problem.prior_gradient(r[problem.n_data_rows:])
         diag = np.maximum(h[idx, idx], 1e-12)
         step, improved, rel = None, False, 0.0
         for _ in range(8):
@@ -891,18 +966,22 @@ class _Matched:
 def _match_subset(p, q, index, max_matched: int, rng, min_support: int, names, stage: str) -> _Matched:
     n = len(p)
     sub = np.arange(n) if n <= max_matched else np.sort(rng.choice(n, max_matched, replace=False))
-    m = corr.match(index, q[sub])
+    # The nearest grid sample's weights (k=1) suffice to count support and group points by
+    # bone; the solver's subset gets the k-nearest blend afterwards.
+    m = corr.match(index, q[sub], k=1)
     valid = np.nonzero(m.valid)[0]
     if len(valid) < 10:
         raise DualPMError(f"{stage}: only {len(valid)} of {len(sub)} points have Q within "
                           f"{m.max_distance:.3f} m of the template; is Q in the canonical space?")
     support = np.bincount(m.dominant[valid], minlength=index.num_joints)
     held = np.nonzero(support >= min_support)[0]
+    top = int(np.argmax(support))
+    if support[top] >= ONE_BONE_FRACTION * len(valid):
+        raise DualPMError(f"{stage}: all matched points lie on bone {names[top]!r} "
+                          f"({support[top]} of {len(valid)}); a skeleton needs points on at least 3 bones")
     if len(held) < 3:
-        top = np.argsort(-support)[: max(1, len(held))]
-        bones = ", ".join(repr(names[j]) for j in top)
-        what = f"all matched points lie on bone {bones}" if len(held) <= 1 else f"matched points cover only bones {bones}"
-        raise DualPMError(f"{stage}: {what}; a skeleton needs points on at least 3 bones")
+        bones = ", ".join(repr(names[j]) for j in held)
+        raise DualPMError(f"{stage}: matched points cover only bones {bones}; a skeleton needs points on at least 3 bones")
     return _Matched(sub, m, valid, support)
 
 
@@ -917,6 +996,11 @@ def fit(p: np.ndarray, q: np.ndarray, context: FitContext | None = None,
     2 ms without the index). Returns a SkeletonFit. Bad input (wrong shapes, empty, NaN, Q off
     the template, points on fewer than 3 bones) raises a one-line DualPMError.
     """
+    with single_threaded_blas():
+        return _fit(p, q, context, options, index, prior)
+
+
+def _fit(p, q, context, options, index, prior) -> SkeletonFit:
     timings = {}
     tic = time.perf_counter()
     options = options or FitOptions()
@@ -945,7 +1029,7 @@ def fit(p: np.ndarray, q: np.ndarray, context: FitContext | None = None,
         core[:] = True
     r0, t0, s0 = robust_similarity(allq[core], allp[core], 0.03 * template.body_length, rng)
     # Per-bone robust Kabsch on every matched point that one bone dominates (weight > 0.5).
-    rk, _, sv, res = grouped_kabsch(s0 * allq, allp, np.where(dom_w > 0.5, dom, -1), dom_w, nj, iterations=3)
+    rk, _, sv, res = grouped_kabsch(s0 * allq, allp, np.where(dom_w > 0.5, dom, -1), dom_w, nj, iterations=2)
     cnt = np.bincount(dom[dom_w > 0.5], minlength=nj)
     kabsch_ok = (cnt >= 4) & (sv[:, 1] > 0.05 * np.maximum(sv[:, 0], 1e-12))
     # Gross outliers (a wrong Q or a stray P) sit far from their own bone's rigid fit: leave
@@ -954,7 +1038,8 @@ def fit(p: np.ndarray, q: np.ndarray, context: FitContext | None = None,
     keep = np.nonzero(inlier)[0]
     pick = keep[_stratified(dom[keep], options.per_bone, options.max_points, rng)]
     fp, fq = allp[pick], allq[pick]
-    fj, fw = m.skin_joints[valid[pick]], m.skin_weights[valid[pick]]
+    mf = corr.match(ctx.index, fq, k=corr.K_NEAREST, max_distance=np.inf)
+    fj, fw = mf.skin_joints, mf.skin_weights
     free = np.nonzero(~ctx.fixed & ~no_support)[0]
     prior_rot = matrix_from_axis_angle(ctx.prior.mean)
     fixed_rot = np.where((no_support | ctx.fixed)[:, None, None], prior_rot, np.eye(3))
@@ -972,7 +1057,7 @@ def fit(p: np.ndarray, q: np.ndarray, context: FitContext | None = None,
     # -- refinement -------------------------------------------------------------------------
     tic = time.perf_counter()
     if options.solver == "lm":
-        sol = _levenberg_marquardt(problem, x0, options.loss, options.f_scale, options.max_iter)
+        sol = _levenberg_marquardt(problem, x0, options.loss, options.f_scale, options.max_iter, options.tol)
     elif options.solver == "scipy":
         sol = _solve_scipy(problem, x0, options.loss, options.f_scale, options.max_nfev)
     else:
@@ -997,12 +1082,9 @@ def fit(p: np.ndarray, q: np.ndarray, context: FitContext | None = None,
     g = rest.forward_kinematics(quats)
     posed = mcam @ g
     res = np.linalg.norm(cam - fp, axis=1)
-    order = np.argsort(fj[:, 0], kind="stable")
-    bones, starts = np.unique(fj[order, 0], return_index=True)
-    bone_res = np.full(nj, np.nan)
-    for b, chunk in zip(bones, np.split(res[order], starts[1:])):
-        bone_res[b] = float(np.median(chunk))
-    rest_v = instance_rest_points(sk, template.vertices, template.skin_joints, template.skin_weights, sg, scales)
+    bone_res = group_median(res, fj[:, 0], nj)
+    rest_v = instance_rest_points(sk, template.vertices, template.skin_joints, template.skin_weights, sg, scales,
+                                  instance=rest)
     blen = float(np.ptp(rest_v[:, 1]))
     flags = flags | np.where(np.nan_to_num(bone_res, nan=0.0) > HIGH_RESIDUAL * blen, FLAG_HIGH_RESIDUAL, 0)
     smat = rest.skinning_matrices(g)
@@ -1123,6 +1205,12 @@ class KabschBaseline:
 
 def fit_kabsch_baseline(p: np.ndarray, q: np.ndarray, context: FitContext | None = None,
                         options: FitOptions | None = None) -> KabschBaseline:
+    """The baseline on the same matched subset as `fit` (same options and seed)."""
+    with single_threaded_blas():
+        return _fit_kabsch_baseline(p, q, context, options)
+
+
+def _fit_kabsch_baseline(p, q, context, options) -> KabschBaseline:
     tic = time.perf_counter()
     options = options or FitOptions()
     p, q = _check_points(p, q, "baseline")

@@ -41,7 +41,7 @@ def test_reference_species_is_recovered(ctx, horse_scene, horse_fit):
     assert err < 0.6
     assert error_pct(base.joints, horse_fit.joint_names, horse_scene) < 0.6
     assert horse_fit.residual_median < 0.015 and horse_fit.inlier_fraction > 0.9
-    assert abs(horse_fit.global_scale - 1) < 0.02
+    assert abs(horse_fit.global_scale - 1) < 0.03
     assert not any("no_support" in f or "high_residual" in f for f in horse_fit.bone_flags().values())
 
 
@@ -251,7 +251,7 @@ def test_bad_input_is_a_one_line_error(ctx, horse, horse_scene):
             fs.fit(pp, qq, ctx)
     from dualpm_addon import correspondence as corr
 
-    head = corr.match(ctx.index, q).dominant == horse.skeleton.index("Head")
+    head = corr.match(ctx.index, q, k=1).dominant == horse.skeleton.index("Head")
     with pytest.raises(DualPMError, match="all matched points lie on bone 'Head'"):
         fs.fit(p[head], q[head], ctx)
     with pytest.raises(DualPMError, match="unknown loss"):
