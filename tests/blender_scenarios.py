@@ -294,8 +294,35 @@ def retarget_and_check(arm, bvh: str) -> dict:
     assert counts == {motion.num_frames}, (counts, motion.num_frames)
     frames = sorted({kp.co[0] for kp in fcurves[0].keyframe_points})
     assert frames == [float(1 + i) for i in range(motion.num_frames)], frames[:5]
+    # The artist edits the list: a cleared row leaves that bone at rest under its parent...
+    row = next(r for r in s.bone_map if r.target.startswith(("Tail", "Ear")) and r.source)
+    cleared = row.target
+    row.source = ""
+    assert bpy.ops.dualpm.retarget() == {"FINISHED"}
+    action = arm.animation_data.action
+    tail = [fc for fc in anim.action_fcurves(action, arm)
+            if fc.data_path == f'pose.bones["{cleared}"].rotation_quaternion']
+    assert len(tail) == 4
+    for fc in tail:
+        values = np.array([kp.co[1] for kp in fc.keyframe_points])
+        assert np.allclose(values, 1.0 if fc.array_index == 0 else 0.0, atol=1e-6), (fc.array_index, values[:3])
+    # ...and a joint the BVH does not have is a one-line error, as is a missing file.
+    row.source = "NoSuchJoint"
+    errors = []
+    for bad in ("list", "file"):
+        if bad == "file":
+            row.source = ""
+            s.bvh_path = bvh + ".missing"
+        try:
+            bpy.ops.dualpm.retarget()
+            errors.append(None)
+        except RuntimeError as e:
+            errors.append(str(e).strip())
+    s.bvh_path = bvh
+    assert errors[0] and "NoSuchJoint" in errors[0] and "\n" not in errors[0], errors
+    assert errors[1] and "no such file" in errors[1], errors
     return {"frames": motion.num_frames, "fcurves": len(fcurves), "mapped": mapped,
-            "slotted": anim.is_slotted(action)}
+            "slotted": anim.is_slotted(action), "errors": errors}
 
 
 def scenario_errors(data: str) -> dict:
