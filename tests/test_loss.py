@@ -53,3 +53,17 @@ def test_occupancy_cross_entropy_penalises_wrong_occupancy():
     good = float(dualpm_loss(out, target)["occ"])
     out["occupancy_logit"] = -out["occupancy_logit"]
     assert float(dualpm_loss(out, target)["occ"]) > good + 10
+
+
+def test_distance_ambiguity_goes_to_the_scale_term_not_the_point_term():
+    # (f, z) -> (a f, a z) keeps x, y and scales z: the point term ignores it, |log a| measures it
+    b, k, h, w = 1, 4, 8, 8
+    target = {"P": torch.randn(b, k, h, w, 3) * 0.2 + torch.tensor([0.0, 0.0, 6.0]),
+              "Q": torch.zeros(b, k, h, w, 3), "occupancy": torch.ones(b, k, h, w)}
+    P = target["P"].clone()
+    P[..., 2] *= 1.5
+    out = {"P": P, "Q": target["Q"], "occupancy_logit": torch.full((b, k, h, w), 20.0),
+           "confidence_raw": torch.zeros(b, k, h, w)}
+    parts = dualpm_loss(out, target)
+    assert float(parts["P_rmse"]) < 1e-5
+    assert abs(float(parts["log_scale"]) - math.log(1.5)) < 1e-5

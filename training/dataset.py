@@ -136,19 +136,17 @@ class SynthStream(IterableDataset):
         self.species = tuple(species)
 
     def __iter__(self):
-        from training.synthesize import Synthesizer
+        from training.synthesize import Synthesizer, sample_seed
 
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        synth = Synthesizer(self.templates_dir, size=self.size, layers=self.layers, species=list(self.species))
+        synth = Synthesizer(self.templates_dir, size=self.size, layers=self.layers, species=list(self.species),
+                            exclude_clips=HELD_OUT_CLIPS)
         rng = np.random.default_rng([self.seed, wid, 7])
         k = wid
         while True:
-            s = synth.sample(self.seed * 1_000_003 + k)
+            yield to_item(synth.sample(sample_seed(self.seed, k)), rng, self.mask_prob)
             k += nw
-            if str(s.get("clip", "")) in HELD_OUT_CLIPS:
-                continue
-            yield to_item(s, rng, self.mask_prob)
 
 
 def random_batch(n: int, size: int = 160, layers: int = 4, seed: int = 0) -> dict:
