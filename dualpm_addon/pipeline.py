@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import __version__, camera, pointmap
+from . import __version__, pointmap
 from .errors import DualPMError
 
 STAGES = ("load", "inference", "fit", "import")

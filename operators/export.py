@@ -37,7 +37,6 @@ def export_collection(context, collection, filepath: str, include_points: bool =
     view_layer = context.view_layer
     selected = [o for o in view_layer.objects if o.select_get()]
     active = view_layer.objects.active
-    mode = context.mode
     try:
         for o in selected:
             o.select_set(False)

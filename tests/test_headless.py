@@ -5,7 +5,6 @@ server subprocess and the oracle model (tests/extension_fixtures.py)."""
 import json
 import os
 import subprocess
-import zipfile
 
 import numpy as np
 import pytest

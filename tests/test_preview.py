@@ -1,6 +1,5 @@
 """dualpm_addon.preview: the batch command's GPU-free preview and its PNG writer."""
 
-import io
 import os
 
 import numpy as np
