@@ -141,7 +141,7 @@ class DUALPM_OT_map_bones(bpy.types.Operator):
 
     bl_idname = "dualpm.map_bones"
     bl_label = "Map Bones"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}  # it rewrites the scene's mapping list
 
     def execute(self, context):
         s = context.scene.dualpm
