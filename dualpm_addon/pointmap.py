@@ -24,6 +24,7 @@ import zipfile
 import numpy as np
 
 from .errors import DualPMError
+from .npz import write_npz
 
 REQUIRED = ("P", "Q", "occupancy", "confidence", "intrinsics")
 OCCUPANCY_THRESHOLD = 0.5
@@ -58,18 +59,9 @@ def validate(arrays: dict, source: str = "dual point map") -> dict:
     return out
 
 
-def save(path: str, arrays: dict) -> None:
-    """Validate, then write atomically so a crash never leaves a file that looks complete."""
-    arrays = validate(arrays, source=os.path.basename(path))
-    tmp = f"{path}.partial"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise DualPMError(f"{path}: cannot write ({e.strerror or e})") from None
+def save(path: str, arrays: dict, compress: bool = True) -> None:
+    """Validate, then write deterministically and atomically (npz.write_npz)."""
+    write_npz(path, validate(arrays, source=os.path.basename(path)), compress=compress)
 
 
 def load(path: str) -> dict:

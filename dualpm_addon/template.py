@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DualPMError
+from .npz import write_npz
 from .skeleton import Skeleton
 from .skinning import linear_blend_skinning
 
@@ -110,10 +111,7 @@ class Template:
 
     def save(self, path: str) -> None:
         """Write atomically: a crash never leaves a half-written template under the final name."""
-        tmp = f"{path}.partial"
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **self.to_arrays())
-        os.replace(tmp, path)
+        write_npz(path, self.to_arrays())
 
     @classmethod
     def from_arrays(cls, a, source: str = "template") -> "Template":

@@ -30,16 +30,15 @@ never leaves anything that looks complete, and running the same command again fi
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import sys
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from dualpm_addon.npz import write_npz  # noqa: F401 - re-exported for callers
 from dualpm_addon import camera as cam
 from dualpm_addon import pointmap
 from dualpm_addon import template as template_io
@@ -51,7 +50,6 @@ from . import poses, raycast, render
 
 FORMAT = "dualpm-synth"
 FORMAT_VERSION = 1
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed: zip entries carry a timestamp, and the bytes must not
 AUTO = "auto"  # backgrounds: .cache/backgrounds when it exists (scripts/data/backgrounds.sh), else none
 
 
@@ -419,30 +417,6 @@ class Synthesizer:
 
 # ------------------------------------------------------------------------------------------------
 # Files
-
-def write_npz(path: str, arrays: dict, compress: bool = True) -> None:
-    """Write a pickle-free .npz whose bytes depend only on the arrays, atomically.
-
-    np.savez stamps every zip entry with the current time; here each entry has a fixed date, the
-    order is the dict's, and the file appears under its name only once complete."""
-    tmp = f"{path}.partial"
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
-            for key, value in arrays.items():
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=ZIP_DATE)
-                info.create_system = 3
-                info.external_attr = 0o644 << 16
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.asanyarray(value), allow_pickle=False)
-                # Level 1: most of P and Q are zeros, and speed matters more than the last bytes.
-                zf.writestr(info, buf.getvalue(), compress_type=method, compresslevel=1 if compress else None)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise DualPMError(f"{path}: cannot write ({e.strerror or e})") from None
-
 
 def save_sample(path: str, sample: dict, compress: bool = True) -> None:
     """Validate as a dual point map (pointmap.validate), then write deterministically."""
