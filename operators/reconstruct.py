@@ -110,25 +110,28 @@ def run_inference(request: PhotoRequest, report=None, cancelled=None, timings=No
                   job=None):
     """Worker side: start the backend if needed, then crop, infer and fit (pipeline.reconstruct)."""
     report = report or (lambda stage, fraction: None)
-    if predictor is None:
+    own = predictor is None  # the session's backend (kept between clicks), not the caller's
+    if own:
         predictor = session.backend(request.settings)
     if job is not None:
         job.add_cancel_hook(predictor.cancel)
     report("inference", 0.0)
     t0 = time.perf_counter()
+    template = session.template()
     # The fit's template index (~0.2 s, once per session) builds while the server starts.
-    warm = threading.Thread(target=core("pipeline").fit_context, args=(session.template(),), daemon=True)
+    warm = threading.Thread(target=core("pipeline").fit_context, args=(template,), daemon=True)
     warm.start()
     try:
         predictor.start()
     except BaseException:
-        session.discard(predictor)
+        if own:
+            session.discard(predictor)  # the next click starts afresh
         raise
     finally:
         warm.join()
     if timings is not None:
         timings["server_start"] = time.perf_counter() - t0
-    return core("pipeline").reconstruct(predictor, request.photo, template=session.template(),
+    return core("pipeline").reconstruct(predictor, request.photo, template=template,
                                         settings=pipeline_settings(request.settings), report=report,
                                         cancelled=cancelled, timings=timings)
 

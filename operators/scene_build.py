@@ -52,11 +52,31 @@ def add_camera(name: str, collection, k: np.ndarray, width: int, height: int, wo
     return obj
 
 
+_KINDS = ("objects", "meshes", "armatures", "cameras", "materials", "node_groups", "collections")
+
+
 def build(context, rec, image=None, name: str | None = None, point_size: float = points.DEFAULT_POINT_SIZE,
           set_render_resolution: bool = False) -> dict:
     """Create the collection and its objects; returns {"collection", "camera", "armature",
     "points", "surface"}. `set_render_resolution` (headless files only) makes the scene's render
-    size the photo's, so the camera view matches the photo exactly."""
+    size the photo's, so the camera view matches the photo exactly.
+
+    All or nothing: if anything fails half-way, every datablock made so far is removed again
+    before the error goes on (a cancelled operator pushes no undo step to take them away)."""
+    before = {kind: set(getattr(bpy.data, kind)) for kind in _KINDS}
+    try:
+        return _build(context, rec, image, name, point_size, set_render_resolution)
+    except BaseException:
+        if context.mode != "OBJECT":
+            bpy.ops.object.mode_set(mode="OBJECT")
+        for kind in _KINDS:  # objects first: they use the data below them
+            coll = getattr(bpy.data, kind)
+            for block in [b for b in coll if b not in before[kind]]:
+                coll.remove(block)
+        raise
+
+
+def _build(context, rec, image, name, point_size, set_render_resolution) -> dict:
     fit = rec.fit
     stem = name or os.path.splitext(rec.source)[0] or "photo"
     prov = rec.provenance()

@@ -356,6 +356,22 @@ def scenario_errors(data: str) -> dict:
         assert not diff, f"{name} left {diff[:5]}"
         assert wall < 60, f"{name} took {wall:.1f} s"
         out[name] = {"message": message[len("Error: "):], "seconds": round(wall, 3)}
+    # An import that fails half-way (here: a surface with an impossible face) takes back what it
+    # had made: a failed operator pushes no undo step that could.
+    pipeline = addon_module("dualpm_addon.pipeline")
+    pm = addon_module("dualpm_addon.pointmap").load(os.path.join(data, "synthetic_map.npz"))
+    rec = pipeline.from_pointmap(pm, pipeline.PhotoInput(pm["rgb"], None, 50.0, "synthetic.png"),
+                                 template=addon_module("operators.session").template())
+    rec.fit.faces = np.array([[0, 1, 10 ** 8]])
+    before = snapshot()
+    try:
+        addon_module("operators.scene_build").build(bpy.context, rec)
+        raise AssertionError("a broken surface was imported")
+    except (TypeError, ValueError, RuntimeError, IndexError) as e:
+        out["import_failure"] = {"error": type(e).__name__}
+    after = snapshot()
+    diff = [k for k in set(before) | set(after) if before.get(k) != after.get(k)]
+    assert not diff, f"a failed import left {diff[:5]}"
     assert "no such file" in out["missing_file"]["message"]
     assert "not an image" in out["unreadable_image"]["message"]
     assert "no animal found" in out["no_animal"]["message"]
