@@ -302,8 +302,8 @@ def grouped_kabsch(src: np.ndarray, dst: np.ndarray, group: np.ndarray, weight: 
     return r, t, sv, res
 
 
-def robust_similarity(src: np.ndarray, dst: np.ndarray, threshold: float, rng=None, hypotheses: int = 64,
-                      iterations: int = 2, score_points: int = 256) -> tuple[np.ndarray, np.ndarray, float]:
+def robust_similarity(src: np.ndarray, dst: np.ndarray, threshold: float, rng=None, hypotheses: int = 40,
+                      iterations: int = 2, score_points: int = 192) -> tuple[np.ndarray, np.ndarray, float]:
     """Similarity dst ~ s R src + t that a third of gross outliers does not drag.
 
     RANSAC first (similarities from random 4-point samples, scored by the truncated squared
@@ -762,8 +762,10 @@ class _ChainProblem:
         rm, gr, gt, xs, pm, u, sg, s = self.forward(x)
         a = rm @ _right_jacobian(rho)
         droot = np.empty((self.n, 3, 7))
-        for b in range(3):
-            droot[:, :, b] = _cross(a[:, b], u)
+        # Column b is a[:, b] x u, written out row by row for all points at once.
+        droot[:, 0, 0:3] = a[1] * u[:, 2, None] - a[2] * u[:, 1, None]
+        droot[:, 1, 0:3] = a[2] * u[:, 0, None] - a[0] * u[:, 2, None]
+        droot[:, 2, 0:3] = a[0] * u[:, 1, None] - a[1] * u[:, 0, None]
         droot[:, :, 3:6] = np.eye(3)
         droot[:, :, 6] = u
         aj = rm @ gr[self.free] @ _right_jacobian(rot)  # (F, 3, 3) camera-frame joint axes
@@ -802,12 +804,6 @@ class _ChainProblem:
         j = np.zeros((self.n_data_rows, self.n_params))
         j.ravel()[self.flat_data] = self.values(x)
         return j
-
-
-def _cross(a: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """a (3,) x v (N, 3)."""
-    return np.stack([a[1] * v[:, 2] - a[2] * v[:, 1], a[2] * v[:, 0] - a[0] * v[:, 2],
-                     a[0] * v[:, 1] - a[1] * v[:, 0]], axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -980,8 +976,9 @@ def _match_subset(p, q, index, max_matched: int, rng, min_support: int, names, s
         raise DualPMError(f"{stage}: all matched points lie on bone {names[top]!r} "
                           f"({support[top]} of {len(valid)}); a skeleton needs points on at least 3 bones")
     if len(held) < 3:
-        bones = ", ".join(repr(names[j]) for j in held)
-        raise DualPMError(f"{stage}: matched points cover only bones {bones}; a skeleton needs points on at least 3 bones")
+        bones = ", ".join(repr(names[j]) for j in held) or "none"
+        raise DualPMError(f"{stage}: only {len(held)} bone(s) hold {min_support} or more matched points ({bones}); "
+                          f"a skeleton needs points on at least 3 bones")
     return _Matched(sub, m, valid, support)
 
 
