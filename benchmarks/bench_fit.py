@@ -57,27 +57,9 @@ def _templates_dir() -> str:
 
 
 def synth_scenes(species: str, count: int, seed: int = 0) -> list[dict]:
-    """Synthesized ground-truth maps of one species as fixture-style scene dicts."""
-    from training.synthesize import Synthesizer
+    from tests import fit_fixtures as fx
 
-    from dualpm_addon import pointmap
-
-    synth = Synthesizer(_templates_dir(), size=160, layers=4, species=[species])
-    t = synth._species(species).template
-    out = []
-    for i in range(count):
-        a = synth.sample(seed * 1000 + i)
-        pts = pointmap.extract_points(a, confidence_threshold=-np.inf)
-        g = t.skeleton.forward_kinematics(a["rotations"], a["root_translation"], offsets=a["offsets"])
-        w2c = np.asarray(a["extrinsics"], np.float64) @ np.asarray(a["model_to_world"], np.float64)
-        k = np.asarray(a["intrinsics"], np.float64)
-        pix = pts["pixel"][:, ::-1].astype(np.float64) + 0.5
-        out.append({"P": pts["P"].astype(np.float64), "Q": pts["Q"].astype(np.float64), "pixel": pix,
-                    "intrinsics": k, "joints": np.asarray(a["joints"], np.float64),
-                    "joint_names": tuple(str(n) for n in a["joint_names"]), "species": species,
-                    "clip": str(a["pose"]), "body_length": t.body_length, "world_to_camera": w2c,
-                    "posed_frames": g})
-    return out
+    return fx.synth_scenes(_templates_dir(), species, count, seed)
 
 
 def fixture_scenes(species: str, count: int, seed: int = 0) -> list[dict]:

@@ -114,6 +114,32 @@ def calibrated_joints(t, rest_joints: np.ndarray, rest_names, scene: dict) -> tu
     return tuple(names), np.array(out)
 
 
+def synth_scenes(templates_dir: str, species: str, count: int, seed: int = 0) -> list[dict]:
+    """Ground-truth dual point maps from training/synthesize.py (exact ray casting, 160x160,
+    4 layers), as scene dicts like `sample_scene`'s: the kept points (occupancy alone: a
+    ground-truth map's confidence is uniform), their pixel centres, the species' joints."""
+    from training.synthesize import Synthesizer
+
+    from dualpm_addon import pointmap
+
+    synth = Synthesizer(templates_dir, size=160, layers=4, species=[species])
+    t = template_mod.load(f"{templates_dir}/{species}.npz")
+    out = []
+    for i in range(count):
+        a = synth.sample(seed * 1000 + i)
+        pts = pointmap.extract_points(a, confidence_threshold=-np.inf)
+        g = t.skeleton.forward_kinematics(a["rotations"], a["root_translation"], offsets=a["offsets"])
+        w2c = np.asarray(a["extrinsics"], np.float64) @ np.asarray(a["model_to_world"], np.float64)
+        out.append({"P": pts["P"].astype(np.float64), "Q": pts["Q"].astype(np.float64),
+                    "pixel": pts["pixel"][:, ::-1].astype(np.float64) + 0.5,
+                    "intrinsics": np.asarray(a["intrinsics"], np.float64),
+                    "joints": np.asarray(a["joints"], np.float64),
+                    "joint_names": tuple(str(n) for n in a["joint_names"]), "species": species,
+                    "clip": str(a["pose"]), "body_length": t.body_length, "world_to_camera": w2c,
+                    "posed_frames": g})
+    return out
+
+
 def degrade(scene: dict, noise: float = 0.0, outliers: float = 0.0, drop_side: bool = False,
             seed: int = 0) -> dict:
     """A copy of `scene` with noise (metres, std per axis), an outlier fraction and/or the far

@@ -74,6 +74,34 @@ def test_degraded_map_stays_within_five_percent(ctx, horse):
     assert err < 0.5 * error_pct(b.joints, f.joint_names, scene)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("species", ["horse", "bull", "fox"])
+def test_acceptance_on_synthesized_maps(ctx, templates_dir, species):
+    """Ground-truth maps from training/synthesize.py: clean within 2 % (the reference species)
+    or within the rest gap plus 1 % (others: their rigs put joints elsewhere, docs/fitting.md);
+    every degradation within 5 %, and the chain beats per-bone Kabsch under outliers (and
+    under noise on the reference species)."""
+    t = fx.load_species(templates_dir, species)
+    rest = fx.rest_scene(t)
+    rest_fit = fs.fit(rest["P"], rest["Q"], ctx)
+    gap = error_pct(rest_fit.joints, rest_fit.joint_names,
+                    {"joints": t.skeleton.rest_heads, "joint_names": t.skeleton.joint_names,
+                     "body_length": t.body_length})
+    for i, scene in enumerate(fx.synth_scenes(templates_dir, species, 2, seed=7)):
+        f = fs.fit(scene["P"], scene["Q"], ctx)
+        clean = error_pct(f.joints, f.joint_names, scene)
+        assert clean < (2.0 if species == "horse" else gap + 1.0), (scene["clip"], clean, gap)
+        for kw in ({"noise": 0.02}, {"outliers": 0.3}, {"drop_side": True}):
+            bad = fx.degrade(scene, seed=i, **kw)
+            err = error_pct(fs.fit(bad["P"], bad["Q"], ctx).joints, f.joint_names, scene)
+            assert err < 5.0, (scene["clip"], kw, err)
+            # Against another species' own joints the rest gap dominates both methods under
+            # noise; outliers separate them always.
+            if "outliers" in kw or ("noise" in kw and species == "horse"):
+                base = fs.fit_kabsch_baseline(bad["P"], bad["Q"], ctx)
+                assert err < error_pct(base.joints, f.joint_names, scene), (scene["clip"], kw)
+
+
 # -- the result is one consistent rig --------------------------------------------------------------
 
 def test_result_is_a_consistent_rig(horse, horse_fit):
