@@ -302,8 +302,8 @@ def grouped_kabsch(src: np.ndarray, dst: np.ndarray, group: np.ndarray, weight: 
     return r, t, sv, res
 
 
-def robust_similarity(src: np.ndarray, dst: np.ndarray, threshold: float, rng=None, hypotheses: int = 40,
-                      iterations: int = 2, score_points: int = 192) -> tuple[np.ndarray, np.ndarray, float]:
+def robust_similarity(src: np.ndarray, dst: np.ndarray, threshold: float, rng=None, hypotheses: int = 32,
+                      iterations: int = 2, score_points: int = 128) -> tuple[np.ndarray, np.ndarray, float]:
     """Similarity dst ~ s R src + t that a third of gross outliers does not drag.
 
     RANSAC first (similarities from random 4-point samples, scored by the truncated squared
@@ -498,6 +498,9 @@ class FitOptions:
 
     max_matched: points sent to the KD-tree (a random subset; support and init come from them).
     max_points / per_bone: the solver's subset, at most `per_bone` points per dominant bone.
+    k_nearest: skin weights of the solver's points blend this many nearest surface samples
+        (the matched subset uses the nearest one: its dominant bone is all that counts there).
+    kabsch_iterations: robust reweightings of the per-bone Kabsch that initialises the pose.
     loss, f_scale: robust loss on the data rows and its scale, a fraction of body length.
     pose_weight, scale_weight: prior weights per unit Mahalanobis distance / unit log-scale,
         against the data rows in body lengths (both grow with sqrt(points), so the balance does
@@ -516,6 +519,8 @@ class FitOptions:
     max_matched: int = 1500
     max_points: int = 300
     per_bone: int = 12
+    k_nearest: int = corr.K_NEAREST
+    kabsch_iterations: int = 2
     loss: str = "soft_l1"
     f_scale: float = 0.01
     pose_weight: float = 0.001
@@ -631,6 +636,7 @@ class _ChainProblem:
         self.lr_rot, self.lr_t = ctx.lr_rot, ctx.lr_t
         self.parents = np.asarray(sk.parents)
         self.levels = ctx.levels
+        self.level_parents = [self.parents[lev] for lev in ctx.levels]
         self.num_joints = nj
         self.free = free
         self.fixed_rot = fixed_rot
@@ -727,16 +733,16 @@ class _ChainProblem:
         sg = np.exp(ls)
         s = self.bone_scales(lsg)
         r_loc = self.local_rotations(x)
+        local = self.lr_rot @ r_loc  # every joint's rest offset rotation times its pose, at once
+        tl = sg * self.lr_t
+        tl[1:, 1] *= s[self.parents[1:]]
         gr = np.empty_like(r_loc)
         gt = np.empty((self.num_joints, 3))
-        gr[0] = self.lr_rot[0] @ r_loc[0]
-        gt[0] = sg * self.lr_t[0]
-        for lev in self.levels:
-            par = self.parents[lev]
-            tl = sg * self.lr_t[lev]
-            tl[:, 1] *= s[par]
-            gr[lev] = gr[par] @ (self.lr_rot[lev] @ r_loc[lev])
-            gt[lev] = np.einsum("nab,nb->na", gr[par], tl) + gt[par]
+        gr[0], gt[0] = local[0], tl[0]
+        for lev, par in zip(self.levels, self.level_parents):
+            gp = gr[par]
+            gr[lev] = gp @ local[lev]
+            gt[lev] = (gp @ tl[lev, :, None])[:, :, 0] + gt[par]
         y = self.local * sg
         y[..., 1] *= s[self.kj]
         xs = np.einsum("nsab,nsb->nsa", gr[self.kj], y) + gt[self.kj]
@@ -1026,7 +1032,8 @@ def _fit(p, q, context, options, index, prior) -> SkeletonFit:
         core[:] = True
     r0, t0, s0 = robust_similarity(allq[core], allp[core], 0.03 * template.body_length, rng)
     # Per-bone robust Kabsch on every matched point that one bone dominates (weight > 0.5).
-    rk, _, sv, res = grouped_kabsch(s0 * allq, allp, np.where(dom_w > 0.5, dom, -1), dom_w, nj, iterations=2)
+    rk, _, sv, res = grouped_kabsch(s0 * allq, allp, np.where(dom_w > 0.5, dom, -1), dom_w, nj,
+                                    iterations=options.kabsch_iterations)
     cnt = np.bincount(dom[dom_w > 0.5], minlength=nj)
     kabsch_ok = (cnt >= 4) & (sv[:, 1] > 0.05 * np.maximum(sv[:, 0], 1e-12))
     # Gross outliers (a wrong Q or a stray P) sit far from their own bone's rigid fit: leave
@@ -1035,8 +1042,11 @@ def _fit(p, q, context, options, index, prior) -> SkeletonFit:
     keep = np.nonzero(inlier)[0]
     pick = keep[_stratified(dom[keep], options.per_bone, options.max_points, rng)]
     fp, fq = allp[pick], allq[pick]
-    mf = corr.match(ctx.index, fq, k=corr.K_NEAREST, max_distance=np.inf)
-    fj, fw = mf.skin_joints, mf.skin_weights
+    if options.k_nearest > 1:
+        mf = corr.match(ctx.index, fq, k=options.k_nearest, max_distance=np.inf)
+        fj, fw = mf.skin_joints, mf.skin_weights
+    else:
+        fj, fw = m.skin_joints[valid[pick]], m.skin_weights[valid[pick]]
     free = np.nonzero(~ctx.fixed & ~no_support)[0]
     prior_rot = matrix_from_axis_angle(ctx.prior.mean)
     fixed_rot = np.where((no_support | ctx.fixed)[:, None, None], prior_rot, np.eye(3))
