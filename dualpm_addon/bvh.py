@@ -432,9 +432,10 @@ def read(path, *, strict: bool = False) -> Motion:
 
 def parse(text, *, source: str = "BVH", strict: bool = False) -> Motion:
     """Parse BVH text (str or bytes)."""
+    # One rule whether the text came from a file or a string: NUL never belongs in BVH.
+    if (b"\0" if isinstance(text, (bytes, bytearray)) else "\0") in text:
+        raise _error(source, None, "not a text file (contains NUL bytes)")
     if isinstance(text, (bytes, bytearray)):
-        if b"\0" in text:
-            raise _error(source, None, "not a text file (contains NUL bytes)")
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:

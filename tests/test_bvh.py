@@ -346,3 +346,11 @@ def test_benchmark_measures_both_sides_on_the_same_clip():
     assert "4500 frames, 31 joints, 96 channels" in first["clip"]
     assert first["ratio"] > 0 and first.get("peer"), first
     assert all(r["value"] > 0 for r in rows)
+
+
+def test_nul_is_refused_the_same_from_text_and_bytes():
+    # Found by the fuzzer: a NUL inside a joint name was read from a str but refused from bytes.
+    text = "HIERARCHY\nROOT a\x00b\n{\n\tOFFSET 0 0 0\n\tCHANNELS 0\n}\nMOTION\nFrames: 0\nFrame Time: 0.04\n"
+    for data in (text, text.encode()):
+        with pytest.raises(DualPMError, match="not a text file"):
+            bvh.parse(data, source="nul.bvh")
