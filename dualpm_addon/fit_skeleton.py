@@ -11,9 +11,10 @@ Steps (docs/fitting.md has the derivation and the measured figures):
    Support per bone (matched points it dominates, and below it) decides what can be fitted.
 2. Subsampling: at most `max_points` points for the solver, at most `per_bone` per dominant bone,
    so that small bones (ears, hooves) keep a voice next to the big torso.
-3. Initialisation: a robust similarity (Umeyama, reweighted) on the trunk's points gives the
-   model->camera transform and the global scale; weighted Kabsch per bone gives each bone's
-   rotation, turned into local rotations down the chain. Ill-posed bones start at the prior mean.
+3. Initialisation: a robust similarity (RANSAC, then reweighted Umeyama) on the trunk's points
+   gives the model->camera transform and the global scale; robust weighted Kabsch per bone gives
+   each bone's rotation, turned into local rotations down the chain (ill-posed bones start at
+   the prior mean), and its residuals flag gross outliers, which the solver never sees.
 4. Refinement: robust non-linear least squares over the model->camera rotation (axis-angle) and
    translation, the global log-scale, each free joint's local rotation (axis-angle) and per-bone
    log length scales, with an analytic sparse Jacobian (`_ChainProblem`). Model: every point is
@@ -21,10 +22,11 @@ Steps (docs/fitting.md has the derivation and the measured figures):
    observed P. Priors: a Gaussian on each joint's axis-angle learnt from all clips of all
    species (`PosePrior`, shipped in assets/pose_prior.npz), a Gaussian on log scales (scales
    near 1); left and right bones share one scale parameter, so paired limbs are exactly equally
-   long (the symmetric prior at infinite weight). Bones without support keep their prior-mean
-   pose and are flagged. The default solver is a Levenberg-Marquardt on the normal equations
-   (about 10x faster here); `FitOptions(solver="scipy")` runs scipy.optimize.least_squares
-   (trf, LSMR, the same robust loss, residuals and sparse Jacobian) on the same objective.
+   long (the symmetric prior at infinite weight). Bones without support are not fitted: they
+   copy their supported left/right partner, mirrored (or keep the prior mean), and are flagged.
+   The default solver is a Levenberg-Marquardt on the normal equations (10-15x faster here);
+   `FitOptions(solver="scipy")` runs scipy.optimize.least_squares (trf, LSMR, the same robust
+   loss, residuals and sparse Jacobian) on the same objective.
 
 Frames and parameterisation of the result (`SkeletonFit`):
 
@@ -61,7 +63,7 @@ from .skinning import linear_blend_skinning
 PRIOR_FILE = "pose_prior.npz"
 
 # Bone flags (bit mask per bone in SkeletonFit.flags).
-FLAG_NO_SUPPORT = 1  # no matched points on the bone or below it: pose is the prior mean
+FLAG_NO_SUPPORT = 1  # no matched points on the bone or below it: prior-mean or mirrored pose
 FLAG_WEAK_SUPPORT = 2  # fewer than min_support points on the bone itself: leans on the prior
 FLAG_HIGH_RESIDUAL = 4  # its points sit far from the fitted surface (median > 3 % body length)
 FLAG_NAMES = {FLAG_NO_SUPPORT: "no_support", FLAG_WEAK_SUPPORT: "weak_support",
@@ -73,7 +75,6 @@ RIGID_STD = 0.02  # radians: joints no clip moves more than this are held at the
 HIGH_RESIDUAL = 0.03  # fraction of body length
 ONE_BONE_FRACTION = 0.9  # a cloud with this share of its points on one bone cannot be fitted
 OUTLIER_FRACTION = 0.08  # residual under its bone's rigid Kabsch, fraction of body length
-TR_OPTIONS: dict = {}  # LSMR options for the scipy solver
 
 
 class single_threaded_blas:
@@ -918,7 +919,7 @@ def _levenberg_marquardt(problem: _ChainProblem, x0, kind: str, f_scale: float, 
 def _solve_scipy(problem: _ChainProblem, x0, kind: str, f_scale: float, max_nfev: int) -> _Solution:
     sol = least_squares(problem.residuals, x0, jac=problem.jacobian, method="trf", tr_solver="lsmr",
                         loss=_data_loss(problem.n_data_rows, kind), f_scale=f_scale, x_scale="jac",
-                        max_nfev=max_nfev, ftol=1e-8, xtol=1e-8, gtol=1e-8, tr_options=dict(TR_OPTIONS))
+                        max_nfev=max_nfev, ftol=1e-8, xtol=1e-8, gtol=1e-8)
     return _Solution(sol.x, float(sol.cost), int(sol.nfev), bool(sol.status > 0))
 
 
