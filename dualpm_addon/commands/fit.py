@@ -43,8 +43,6 @@ def add_arguments(p) -> None:
                    help="keep points with confidence >= C (2.0; ignored for maps of uniform confidence)")
     p.add_argument("--solve-focal", action="store_true", help="solve the focal length too (unknown camera)")
     p.add_argument("--no-camera", action="store_true", help="fit P as it is, without the reprojection step")
-    p.add_argument("--surface-pull", type=float, default=0.0, metavar="F",
-                   help="pull the posed mesh toward the points by F in [0, 1] (not written to JSON)")
     p.add_argument("--solver", choices=("lm", "scipy"), default="lm", help="least-squares solver")
     p.add_argument("--seed", type=int, default=0, help="seed of the point subsampling")
 
@@ -143,15 +141,13 @@ def run(args) -> int:
     from ..errors import DualPMError
     from ..fit_skeleton import FitOptions, prepare
 
-    if not 0.0 <= args.surface_pull <= 1.0:
-        raise DualPMError(f"--surface-pull {args.surface_pull}: must be within [0, 1]")
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
         raise DualPMError(f"--out {args.out}: cannot create ({e.strerror or e})") from None
     t0 = time.monotonic()
     context = prepare()
-    options = FitOptions(solver=args.solver, seed=args.seed, surface_pull=args.surface_pull, point_weights=False)
+    options = FitOptions(solver=args.solver, seed=args.seed, point_weights=False)
     print(f"dualpm fit: {len(args.maps)} map(s), template ready in {time.monotonic() - t0:.2f} s", file=sys.stderr)
     failed = 0
     for i, (path, name) in enumerate(zip(args.maps, _names(args.maps)), 1):
