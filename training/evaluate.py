@@ -174,7 +174,7 @@ def report_picture(shown: list, path: str) -> None:
     head = 16
     canvas = Image.new("RGB", (cols * tile, len(shown) * (tile + head) + head), "white")
     draw = ImageDraw.Draw(canvas)
-    titles = ["photo", "true mask", "pred occupancy", "true Q0", "pred Q0", "true cloud (side)", "pred cloud (side)"]
+    titles = ["photo", "true mask", "pred occupancy", "true Q0", "pred Q0", "true cloud (side)", "pred cloud (side, centred)"]
     for c, t in enumerate(titles):
         draw.text((c * tile + 4, 2), t, fill="black")
     for r, (split_name, s, pred, fig) in enumerate(shown):
@@ -192,7 +192,8 @@ def report_picture(shown: list, path: str) -> None:
             np.repeat((np.clip(pred["occupancy"][0], 0, 1) * 255).astype(np.uint8)[..., None], 3, -1),
             tq, pq,
             side_view(tp, q_colours(np.nan_to_num(np.asarray(s["Q"]))[tocc]), tile, centre, extent),
-            side_view(pp, q_colours(pred["Q"][keep]), tile, centre, extent),
+            # centred on its own median: the distance error would move it out of the tile
+            side_view(pp, q_colours(pred["Q"][keep]), tile, None, extent),
         ]
         for c, t in enumerate(tiles):
             canvas.paste(Image.fromarray(t), (c * tile, y))
