@@ -14,8 +14,11 @@ the husky (foot lock on: contacts and IK included).
 
 from __future__ import annotations
 
-import argparse
-import json
+try:
+    from . import report
+except ImportError:  # run as a script: python benchmarks/bench_x.py
+    import report  # type: ignore[no-redef]
+
 import os
 import platform
 import subprocess
@@ -142,21 +145,7 @@ def machine() -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", default=None, metavar="FILE")
-    a = p.parse_args(argv)
-    rows = run(quick=a.quick)
-    width = max(len(r["name"]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'value':>9}  unit  peer / ratio")
-    for r in rows:
-        extra = f"{r['peer']} {r['peer_value']} ms, x{r['ratio']}" if "peer" in r else ""
-        print(f"{r['name']:<{width}}  {r['value']:>9.3f}  {r['unit']:<4}  {extra}")
-    print(f"clip: {rows[0]['clip']}; machine: {rows[0]['machine']}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0
+    return report.main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

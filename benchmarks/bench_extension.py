@@ -21,7 +21,11 @@ Everything runs in one bpy 5.0 subprocess (a fresh Blender, like a click in a ne
 
 from __future__ import annotations
 
-import argparse
+try:
+    from . import report
+except ImportError:  # run as a script: python benchmarks/bench_x.py
+    import report  # type: ignore[no-redef]
+
 import json
 import os
 import statistics
@@ -148,22 +152,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", default=None, metavar="FILE")
-    a = p.parse_args(argv)
-    rows = run(quick=a.quick)
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        extra = ""
-        if "limit" in r:
-            extra = f"limit {r['limit']}: {'pass' if r['pass'] else 'FAIL'}"
-        print(f"{r['name']:<{width}}  {r['value']:>10}  {r['unit']:<10}  {extra}")
-    print(f"model: {rows[0]['model']}; {rows[0]['photo']}; Blender {rows[0]['blender']}; machine: {rows[0]['machine']}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0 if all(r.get("pass", True) for r in rows) else 1
+    return report.main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

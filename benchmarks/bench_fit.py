@@ -25,10 +25,12 @@ Errors are mean joint distances over the joints both rigs name, as % of the spec
 
 from __future__ import annotations
 
-import argparse
-import json
+try:
+    from . import report
+except ImportError:  # run as a script: python benchmarks/bench_x.py
+    import report  # type: ignore[no-redef]
+
 import os
-import platform
 import sys
 import time
 
@@ -203,26 +205,8 @@ def run(quick: bool = False, source: str | None = None) -> list[dict]:
     return rows
 
 
-def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
-
-
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", help="write the rows and the machine here")
-    ap.add_argument("--source", choices=("synth", "fixture"))
-    args = ap.parse_args(argv)
-    rows = run(quick=args.quick, source=args.source)
-    for r in rows:
-        peer = f"   baseline {r['peer_value']}" if "peer_value" in r else ""
-        print(f"{r['name']:<72} {r['value']:>9} {r['unit']}{peer}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "rows": rows}, f, indent=1)
-    return 0
+    return report.main(run, __doc__.splitlines()[0], argv, options={"source": {"choices": ("synth", "fixture"), "default": None}})
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ is shared, so the 1-thread figure is the one a busy machine approaches), and the
 
 from __future__ import annotations
 
-import argparse
-import json
+try:
+    from . import report
+except ImportError:  # run as a script: python benchmarks/bench_x.py
+    import report  # type: ignore[no-redef]
+
 import os
 import platform
 import statistics
@@ -79,22 +82,7 @@ def run(quick: bool = False, model: str = DEFAULT_MODEL) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", default=None, metavar="FILE")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    a = p.parse_args(argv)
-    rows = run(quick=a.quick, model=a.model)
-    width = max(len(r["name"]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'value':>9}  unit  limit")
-    for r in rows:
-        extra = f"limit {r['limit']} ms: {'pass' if r['pass'] else 'FAIL'}" if "limit" in r else ""
-        print(f"{r['name']:<{width}}  {r['value']:>9.2f}  {r['unit']:<4}  {extra}")
-    print(f"model: {rows[0]['model']} ({rows[0]['model_mb']} MB); machine: {rows[0]['machine']}; {rows[0]['samples']} runs")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0 if all(r.get("pass", True) for r in rows) else 1
+    return report.main(run, __doc__.splitlines()[0], argv, options={"model": {"default": DEFAULT_MODEL}})
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ the model computes).
 
 from __future__ import annotations
 
-import argparse
-import json
+try:
+    from . import report
+except ImportError:  # run as a script: python benchmarks/bench_x.py
+    import report  # type: ignore[no-redef]
+
 import os
 import platform
 import statistics
@@ -128,23 +131,7 @@ def machine() -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", default=None, metavar="FILE")
-    a = p.parse_args(argv)
-    rows = run(quick=a.quick)
-    width = max(len(r["name"]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'value':>9}  unit  peer / ratio")
-    for r in rows:
-        extra = f"{r['peer']} {r['peer_value']} ms, x{r['ratio']}" if "peer" in r else ""
-        if "limit" in r:
-            extra = f"limit {r['limit']} ms: {'pass' if r['pass'] else 'FAIL'}"
-        print(f"{r['name']:<{width}}  {r['value']:>9.3f}  {r['unit']:<4}  {extra}")
-    print(f"model: {rows[0]['model']}; machine: {rows[0]['machine']}; {rows[0]['samples']} samples")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0 if all(r.get("pass", True) for r in rows) else 1
+    return report.main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ scripts/data/backgrounds.sh has fetched them). Templates load before timing star
 
 from __future__ import annotations
 
-import argparse
-import json
+try:
+    from . import report
+except ImportError:  # run as a script: python benchmarks/bench_x.py
+    import report  # type: ignore[no-redef]
+
 import os
 import platform
 import sys
@@ -114,20 +117,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", default=None, metavar="FILE")
-    a = p.parse_args(argv)
-    rows = run(quick=a.quick)
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        extra = f"target {r['target']}, x{r['ratio']}" if "target" in r else ""
-        print(f"{r['name']:<{width}}  {r['value']:>9.2f}  {r['unit']:<10}  {extra}")
-    print(f"machine: {rows[0]['machine']}; load average at start {rows[0]['load_average']}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0
+    return report.main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import importlib
-import json
 import os
 import platform
 import sys
@@ -59,16 +58,13 @@ def run(args) -> int:
             continue
         for r in rows:
             report["rows"].append({"topic": topic, **r})
-    print(f"{'topic':8s} {'measure':52s} {'value':>12s} {'unit':6s} {'peer':>24s} {'ratio':>7s}")
-    for r in report["rows"]:
-        peer = f"{r.get('peer', '')} {r.get('peer_value', '')}".strip()
-        ratio = f"{r['ratio']:.2f}" if isinstance(r.get("ratio"), (int, float)) else ""
-        value = r.get("value")
-        value = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
-        print(f"{r['topic']:8s} {str(r.get('name', ''))[:52]:52s} {value:>12s} {str(r.get('unit', '')):6s} {peer[:24]:>24s} {ratio:>7s}")
+    from benchmarks import report as table_report  # noqa: PLC0415 - development checkout only
+
+    for topic in chosen:
+        rows = [r for r in report["rows"] if r["topic"] == topic]
+        if rows:
+            print("\n".join(table_report.table(rows, topic)))
     path = args.json or "bench.json"
-    with open(path + ".partial", "w") as f:
-        json.dump(report, f, indent=1, default=str)
-    os.replace(path + ".partial", path)
+    table_report.write_json(path, report)
     print(f"wrote {path}", file=sys.stderr)
     return failed
