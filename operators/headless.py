@@ -33,7 +33,6 @@ import time
 
 from ._core import core
 
-MAX_EXIT = 100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,17 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def output_names(photos: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for p in photos:
-        stem = os.path.splitext(os.path.basename(p))[0] or "photo"
-        n = seen.get(stem, 0) + 1
-        seen[stem] = n
-        out.append(stem if n == 1 else f"{stem}_{n}")
-    return out
 
 
 def _atomic_json(path: str, data: dict) -> None:
@@ -168,7 +156,7 @@ def run(args) -> int:
     if args.token and not args.server:
         raise err("--token needs --server")
     os.makedirs(args.out, exist_ok=True)
-    names = output_names(args.photos)
+    names = core("batch").output_names(args.photos, "photo")
     predictor = make_predictor(args)
     failed = 0
     try:
@@ -202,7 +190,7 @@ def run(args) -> int:
         if close is not None:
             close()
     _say(f"{len(names) - failed} of {len(names)} photos reconstructed into {args.out}")
-    return min(failed, MAX_EXIT)
+    return core("batch").exit_code(failed)
 
 
 def _version() -> str:

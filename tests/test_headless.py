@@ -73,14 +73,6 @@ def test_bad_arguments_exit_2_before_any_photo(data, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_output_names_are_unique():
-    from operators import headless
-
-    assert headless.output_names(["a/cat.jpg", "b/cat.png", "dog.webp", "c/cat.tif"]) == ["cat", "cat_2", "dog", "cat_3"]
-
-
-@pytest.mark.slow
-@pytest.mark.blender42
 def test_blender_background_batch_in_the_installed_extension(data, tmp_path, tmp_path_factory):
     out = str(tmp_path / "out")
     argv = [os.path.join(data, "synthetic.png"), "--out", out, "--model", os.path.join(data, "oracle.onnx")]

@@ -32,7 +32,8 @@ import time
 
 import numpy as np
 
-MAX_EXIT = 125
+from ..batch import exit_code, output_names
+
 
 
 def add_arguments(p) -> None:
@@ -45,16 +46,6 @@ def add_arguments(p) -> None:
     p.add_argument("--no-camera", action="store_true", help="fit P as it is, without the reprojection step")
     p.add_argument("--solver", choices=("lm", "scipy"), default="lm", help="least-squares solver")
     p.add_argument("--seed", type=int, default=0, help="seed of the point subsampling")
-
-
-def _names(paths: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0] or "map"
-        seen[stem] = seen.get(stem, 0) + 1
-        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return out
 
 
 def _r(a, digits: int = 6):
@@ -150,7 +141,7 @@ def run(args) -> int:
     options = FitOptions(solver=args.solver, seed=args.seed, point_weights=False)
     print(f"dualpm fit: {len(args.maps)} map(s), template ready in {time.monotonic() - t0:.2f} s", file=sys.stderr)
     failed = 0
-    for i, (path, name) in enumerate(zip(args.maps, _names(args.maps)), 1):
+    for i, (path, name) in enumerate(zip(args.maps, output_names(args.maps, "map")), 1):
         t = time.monotonic()
         out_path = os.path.join(args.out, name + ".json")
         try:
@@ -175,4 +166,4 @@ def run(args) -> int:
             raise DualPMError(f"{out_path}: cannot write ({e.strerror or e})") from None
     print(f"dualpm fit: {len(args.maps) - failed} fitted, {failed} failed ({time.monotonic() - t0:.1f} s)",
           file=sys.stderr)
-    return min(failed, MAX_EXIT)
+    return exit_code(failed)

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 
-MAX_EXIT = 125
+from ..batch import exit_code, output_names
+
 
 
 def add_arguments(p) -> None:
@@ -29,17 +30,6 @@ def add_arguments(p) -> None:
                    help="bearer token for --server (default: the DUALPM_TOKEN environment variable)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="for the in-process model")
     p.add_argument("--json", default=None, metavar="FILE", help="also write a summary (timings, boxes, errors)")
-
-
-def _names(photos: list[str]) -> list[str]:
-    """NAME per photo: its file stem, with -2, -3... where two photos share one."""
-    seen: dict[str, int] = {}
-    out = []
-    for p in photos:
-        stem = os.path.splitext(os.path.basename(p))[0] or "photo"
-        seen[stem] = seen.get(stem, 0) + 1
-        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return out
 
 
 def run(args) -> int:
@@ -72,7 +62,7 @@ def run(args) -> int:
           file=sys.stderr)
 
     failed, summary = 0, []
-    names = _names(args.photos)
+    names = output_names(args.photos, "photo")
     for i, (photo, name) in enumerate(zip(args.photos, names), 1):
         t = time.monotonic()
         entry = {"photo": photo, "output": None}
@@ -98,4 +88,4 @@ def run(args) -> int:
         with open(args.json, "w") as f:
             json.dump({"photos": summary, "failed": failed, "model": where,
                        "seconds": round(time.monotonic() - t0, 3)}, f, indent=1)
-    return min(failed, MAX_EXIT)
+    return exit_code(failed)
