@@ -8,11 +8,12 @@ A row holds name, value, unit, and optionally peer/peer_value/ratio, limit/pass 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 
 import numpy as np
+
+from dualpm_addon import atomic
 
 
 def machine() -> dict:
@@ -48,9 +49,7 @@ def table(rows: list[dict], topic: str | None = None) -> list[str]:
 
 def write_json(path: str, payload) -> None:
     """Atomic, so an interrupted run never leaves a report that looks complete."""
-    with open(path + ".partial", "w") as f:
-        json.dump(payload, f, indent=1, default=str)
-    os.replace(path + ".partial", path)
+    atomic.write_json(path, payload, default=str)
 
 
 def main(run, description: str, argv=None, options: dict | None = None) -> int:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .atomic import atomic_open
 from .errors import DualPMError
 from .rotations import matrix_to_euler, quat_to_matrix
 
@@ -762,11 +763,5 @@ def dumps(motion: Motion) -> str:
 
 def write(path, motion: Motion) -> None:
     """Write atomically: a crash never leaves a half-written file under the final name."""
-    path = os.fspath(path)
-    tmp = f"{path}.partial"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(dumps(motion))
-        os.replace(tmp, path)
-    except OSError as e:
-        raise DualPMError(f"{path}: cannot write BVH file ({e.strerror or e})") from None
+    with atomic_open(path, "w", "BVH file", encoding="utf-8", newline="\n") as f:
+        f.write(dumps(motion))

@@ -56,6 +56,7 @@ from scipy.optimize import least_squares
 
 from . import correspondence as corr
 from .errors import DualPMError
+from .npz import write_npz
 from .rotations import matrix_from_axis_angle, matrix_to_quat, quat_to_axis_angle, quat_to_matrix
 from .skeleton import Skeleton, rigid_inverse
 from .skinning import linear_blend_skinning
@@ -222,10 +223,7 @@ def load_pose_prior(path: str | None = None) -> PosePrior:
 
 
 def save_pose_prior(prior: PosePrior, path: str) -> None:
-    tmp = f"{path}.partial"
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **prior.to_arrays())
-    os.replace(tmp, path)
+    write_npz(path, prior.to_arrays())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,11 +15,11 @@ Self-contained (numpy and the standard library). Conventions:
 from __future__ import annotations
 
 import json
-import os
 import struct
 
 import numpy as np
 
+from .atomic import write_bytes
 from .errors import DualPMError
 from .rotations import matrix_to_quat, quat_mul, quat_normalize
 from .skeleton import Skeleton
@@ -168,15 +168,7 @@ def write_glb(path, skeleton: Skeleton, **kwargs) -> None:
     """Write a .glb: the skeleton; with `vertices`/`faces` (and `skin_joints`/`skin_weights`) a
     (skinned) mesh; with `rotations` (F, J, 4) (and `root_translation` (F, 3), `offsets`
     (F, J, 3), `fps`) an animation. Written atomically."""
-    data = build_glb(skeleton, **kwargs)
-    path = os.fspath(path)
-    tmp = f"{path}.partial"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise DualPMError(f"{path}: cannot write glTF file ({e.strerror or e})") from None
+    write_bytes(path, build_glb(skeleton, **kwargs), "glTF file")
 
 
 def read_glb(data: bytes) -> tuple[dict, bytes]:

@@ -9,13 +9,13 @@ nor bpy is needed to save it.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 
 import numpy as np
 
 from . import camera
+from .atomic import write_bytes
 from .errors import DualPMError
 
 BACKGROUND = (38, 40, 46)
@@ -149,13 +149,4 @@ def encode_png(img: np.ndarray) -> bytes:
 
 def write_png(path: str, img: np.ndarray) -> None:
     """Write atomically: a `.partial` name until the bytes are all there."""
-    data = encode_png(img)
-    tmp = f"{path}.partial"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise DualPMError(f"{path}: cannot write ({e.strerror or e})") from None
+    write_bytes(path, encode_png(img))

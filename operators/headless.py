@@ -26,7 +26,6 @@ timers. The inference server is started once for the whole batch.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -54,11 +53,7 @@ def _say(msg: str) -> None:
 
 
 def _atomic_json(path: str, data: dict) -> None:
-    tmp = f"{path}.partial"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    core("atomic").write_json(path, data, indent=2, sort_keys=True)
 
 
 def _remove(paths) -> None:

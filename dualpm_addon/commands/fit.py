@@ -25,13 +25,13 @@ is the number of maps that failed (at most 125).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 import numpy as np
 
+from ..atomic import write_json
 from ..batch import exit_code, output_names
 
 
@@ -157,13 +157,7 @@ def run(args) -> int:
             failed += 1
             result = {"map": path, "status": "failed", "error": str(e)}
             print(f"[{i}/{len(args.maps)}] {path}: failed: {e}", file=sys.stderr)
-        try:
-            tmp = out_path + ".partial"
-            with open(tmp, "w") as f:
-                json.dump(result, f, indent=1)
-            os.replace(tmp, out_path)
-        except OSError as e:
-            raise DualPMError(f"{out_path}: cannot write ({e.strerror or e})") from None
+        write_json(out_path, result)
     print(f"dualpm fit: {len(args.maps) - failed} fitted, {failed} failed ({time.monotonic() - t0:.1f} s)",
           file=sys.stderr)
     return exit_code(failed)
