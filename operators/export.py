@@ -9,14 +9,13 @@ file is written under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import os
-import traceback
 
 import bpy
 from bpy.props import BoolProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
 from . import panel, provenance
-from ._core import core
+from ._core import core, report_error
 
 
 def export_collection(context, collection, filepath: str, include_points: bool = False,
@@ -116,9 +115,7 @@ class DUALPM_OT_export_gltf(bpy.types.Operator, ExportHelper):
             path = export_collection(context, col, self.filepath, self.include_points, self.include_camera,
                                      self.animations)
         except Exception as e:  # noqa: BLE001 - one line in the UI, the traceback in the console
-            if not isinstance(e, core("errors").DualPMError):
-                traceback.print_exc()
-            self.report({"ERROR"}, " ".join(str(e).split()) or type(e).__name__)
+            report_error(self, e, "while exporting glTF")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Exported {os.path.basename(path)}")
         return {"FINISHED"}
@@ -127,11 +124,4 @@ class DUALPM_OT_export_gltf(bpy.types.Operator, ExportHelper):
 classes = (DUALPM_OT_export_gltf,)
 
 
-def register():
-    for c in classes:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(classes):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -134,11 +134,4 @@ class DUALPM_PT_export(_DualPMPanel, bpy.types.Panel):
 classes = (DUALPM_UL_bone_map, DUALPM_PT_main, DUALPM_PT_retarget, DUALPM_PT_export)
 
 
-def register():
-    for c in classes:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(classes):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -89,11 +89,4 @@ def settings_dict(context=None) -> dict:
 classes = (DUALPM_AP_preferences,)
 
 
-def register():
-    for c in classes:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(classes):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -66,9 +66,11 @@ class DUALPM_PG_status(bpy.types.PropertyGroup):
 classes = (DUALPM_PG_bone_pair, DUALPM_PG_name, DUALPM_PG_settings, DUALPM_PG_status)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register():
-    for c in classes:
-        bpy.utils.register_class(c)
+    _register_classes()
     bpy.types.Scene.dualpm = PointerProperty(type=DUALPM_PG_settings)
     bpy.types.WindowManager.dualpm_status = PointerProperty(type=DUALPM_PG_status)
 
@@ -76,5 +78,4 @@ def register():
 def unregister():
     del bpy.types.WindowManager.dualpm_status
     del bpy.types.Scene.dualpm
-    for c in reversed(classes):
-        bpy.utils.unregister_class(c)
+    _unregister_classes()

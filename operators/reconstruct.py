@@ -22,20 +22,15 @@ import hashlib
 import os
 import threading
 import time
-import traceback
 
 import bpy
 from bpy.props import StringProperty
 
 from . import image_load, preferences, scene_build, session
-from ._core import core
+from ._core import core, error_type, report_error
 
 _active = None  # the running modal operator's job, so the panel can show it and refuse a second
 last_result = None  # the latest Reconstruction (its timings feed the benchmark and the tests)
-
-
-def _err():
-    return core("errors").DualPMError
 
 
 class PhotoRequest:
@@ -61,13 +56,13 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
         elif s is not None and s.source == "IMAGE":
             image = s.photo_image
             if image is None:
-                raise _err()("no photo chosen: pick an image in the DualPM panel")
+                raise error_type()("no photo chosen: pick an image in the DualPM panel")
             new = False
             path = image_load.image_file_path(image)
         else:
             path = s.photo_path if s is not None else ""
             if not path:
-                raise _err()("no photo chosen: pick a photo file in the DualPM panel")
+                raise error_type()("no photo chosen: pick a photo file in the DualPM panel")
             path = bpy.path.abspath(path)
             image, new = image_load.load(path)
         if new:
@@ -86,7 +81,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
             mask = image_load.alpha_mask(rgba, True, image.name)
         elif s is not None and s.mask_mode == "IMAGE":
             if s.mask_image is None:
-                raise _err()("mask: choose a mask image in the DualPM panel, or set Mask to None")
+                raise error_type()("mask: choose a mask image in the DualPM panel, or set Mask to None")
             mask = image_load.mask_from_image(s.mask_image, rgb.shape[:2])
         has_file = bool(path) and os.path.isfile(path)
         sha = pipeline.sha256_file(path) if has_file else hashlib.sha256(rgb.tobytes()).hexdigest()
@@ -150,13 +145,6 @@ def build_scene(context, request: PhotoRequest, rec, point_size: float | None = 
                                 set_render_resolution=set_render_resolution)
     rec.timings["import"] = time.perf_counter() - t0
     return objects
-
-
-def _one_line(e: BaseException) -> str:
-    if isinstance(e, _err()):
-        return str(e)
-    text = " ".join(str(e).split()) or "no details"
-    return f"unexpected {type(e).__name__}: {text} (details in the system console)"
 
 
 def _cleanup(request: PhotoRequest | None):
@@ -336,12 +324,7 @@ def _fail(op, context, request, e):
     if cancelled:
         op.report({"WARNING"}, "Reconstruction cancelled")
         return {"CANCELLED"}
-    if not isinstance(e, _err()):
-        print("DualPM: unexpected error during Reconstruct from Photo")
-        traceback.print_exception(type(e), e, e.__traceback__)
-    message = _one_line(e)
-    context.window_manager.dualpm_status.message = message
-    op.report({"ERROR"}, message)
+    context.window_manager.dualpm_status.message = report_error(op, e, "during Reconstruct from Photo")
     return {"CANCELLED"}
 
 
@@ -359,9 +342,11 @@ def _done_message(rec) -> str:
 classes = (DUALPM_OT_reconstruct,)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register():
-    for c in classes:
-        bpy.utils.register_class(c)
+    _register_classes()
 
 
 def unregister():
@@ -369,5 +354,4 @@ def unregister():
     if _active is not None:
         _active.cancel()
         _active = None
-    for c in reversed(classes):
-        bpy.utils.unregister_class(c)
+    _unregister_classes()

@@ -10,13 +10,12 @@ slotted actions and channel bags on 4.4+/5.0).
 from __future__ import annotations
 
 import os
-import traceback
 
 import bpy
 import numpy as np
 
 from . import animation, panel, scene_build
-from ._core import core
+from ._core import core, report_error
 
 
 def rig_skeleton(arm_obj):
@@ -125,14 +124,7 @@ def retarget_armature(context, arm_obj, bvh_path: str, pairs: dict | None = None
 
 
 def _report_error(op, e):
-    err = core("errors").DualPMError
-    if not isinstance(e, err):
-        print("DualPM: unexpected error while retargeting")
-        traceback.print_exception(type(e), e, e.__traceback__)
-        msg = f"unexpected {type(e).__name__}: {' '.join(str(e).split())} (details in the system console)"
-    else:
-        msg = str(e)
-    op.report({"ERROR"}, msg)
+    report_error(op, e, "while retargeting")
     return {"CANCELLED"}
 
 
@@ -207,11 +199,4 @@ class DUALPM_OT_retarget(bpy.types.Operator):
 classes = (DUALPM_OT_map_bones, DUALPM_OT_retarget)
 
 
-def register():
-    for c in classes:
-        bpy.utils.register_class(c)
-
-
-def unregister():
-    for c in reversed(classes):
-        bpy.utils.unregister_class(c)
+register, unregister = bpy.utils.register_classes_factory(classes)
