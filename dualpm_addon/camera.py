@@ -63,6 +63,21 @@ def crop_intrinsics(k: np.ndarray, box: tuple[float, float, float, float], size:
     return out
 
 
+def uncrop_intrinsics(k_crop: np.ndarray, box: tuple[float, float, float, float],
+                      size: tuple[int, int]) -> np.ndarray:
+    """The photo's intrinsics from those of its crop `box` resampled to size (H, W): the inverse
+    of `crop_intrinsics`."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = size
+    sx, sy = w / (x1 - x0), h / (y1 - y0)
+    out = np.asarray(k_crop, dtype=np.float64).copy()
+    out[0, 2] += x0 * sx
+    out[1, 2] += y0 * sy
+    out[0, :] /= sx
+    out[1, :] /= sy
+    return out
+
+
 def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """World-to-camera 4x4 (OpenCV axes) for a camera at `eye` looking at `target`, z-up world."""
     eye = np.asarray(eye, dtype=np.float64)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import __version__, pointmap
+from . import __version__, camera, pointmap
 from .errors import DualPMError
 
 STAGES = ("load", "inference", "fit", "import")
@@ -136,18 +136,6 @@ def model_version(predictor) -> str:
     return str(meta.get("model_version") or params.get("model_version") or "unknown")
 
 
-def photo_intrinsics_from_crop(k_crop: np.ndarray, box, size: int) -> np.ndarray:
-    """The photo's K from a crop's K (the inverse of camera.crop_intrinsics)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    sx, sy = size / (x1 - x0), size / (y1 - y0)
-    k = np.asarray(k_crop, dtype=np.float64).copy()
-    k[0, 2] += x0 * sx
-    k[1, 2] += y0 * sy
-    k[0, :] /= sx
-    k[1, :] /= sy
-    return k
-
-
 def unskin(points_model: np.ndarray, skeleton, rotations: np.ndarray, skin_joints: np.ndarray,
            skin_weights: np.ndarray) -> np.ndarray:
     """Rest positions x with sum_k w_k S_k x = p for posed model-space points p (N, 3).
@@ -171,13 +159,9 @@ def reconstruct(predictor, photo: PhotoInput, template=None, settings: Settings 
                 report=None, cancelled=None, timings: dict | None = None) -> Reconstruction:
     """Crop and infer, extract points, fit; every failure the user can cause is a DualPMError."""
     from . import preprocess
-    from . import template as template_mod
 
-    settings = settings or Settings()
     report = report or (lambda stage, fraction: None)
     timings = {} if timings is None else timings
-    template = template or template_mod.load_default()
-
     _check(cancelled)
     report("inference", 0.0)
     t0 = time.perf_counter()
@@ -234,7 +218,7 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
     box = np.asarray(pm.get("crop_box", (0.0, 0.0, float(w), float(h))), dtype=np.float64)
     return Reconstruction(
         source=photo.source, path=photo.path, sha256=photo.sha256, photo_size=(h, w),
-        photo_intrinsics=photo_intrinsics_from_crop(k_crop, box, size), crop_box=box, points=pts,
+        photo_intrinsics=camera.uncrop_intrinsics(k_crop, box, (size, size)), crop_box=box, points=pts,
         point_rest=rest.astype(np.float32), point_skin_joints=np.asarray(fit.point_skin_joints),
         point_skin_weights=np.asarray(fit.point_skin_weights), point_matched=np.asarray(fit.point_valid, dtype=bool),
         fit=fit, template=template, model_version=predictor_version,

@@ -7,15 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from dualpm_addon import camera, pipeline
+from dualpm_addon import pipeline
 from dualpm_addon.errors import DualPMError
-
-
-def test_photo_intrinsics_invert_crop_intrinsics():
-    k = camera.intrinsics_from_focal_mm(42.0, 1024, 768, principal=(500.3, 390.1))
-    box = (210.5, 80.25, 610.5, 480.25)
-    crop = camera.crop_intrinsics(k, box, (160, 160))
-    np.testing.assert_allclose(pipeline.photo_intrinsics_from_crop(crop, box, 160), k, atol=1e-9)
 
 
 def test_unskin_inverts_linear_blend_skinning(horse):

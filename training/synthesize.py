@@ -29,7 +29,6 @@ never leaves anything that looks complete, and running the same command again fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -38,7 +37,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from dualpm_addon.npz import write_npz  # noqa: F401 - re-exported for callers
+from dualpm_addon.npz import write_npz
+from dualpm_addon.pipeline import sha256_file  # noqa: F401 - re-exported for callers
 from dualpm_addon import camera as cam
 from dualpm_addon import pointmap
 from dualpm_addon import template as template_io
@@ -423,14 +423,6 @@ def save_sample(path: str, sample: dict, compress: bool = True) -> None:
     write_npz(path, pointmap.validate(sample, source=os.path.basename(path)), compress=compress)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sample_name(index: int) -> str:
     return f"sample_{index:06d}.npz"
 
@@ -532,7 +524,7 @@ def run(args) -> int:
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "seed": int(args.seed), "count": int(args.count),
         "compressed": compress, "parameters": synth.parameters(),
-        "templates": {s: _sha256(os.path.join(synth.templates_dir, s + ".npz")) for s in synth.species},
+        "templates": {s: sha256_file(os.path.join(synth.templates_dir, s + ".npz")) for s in synth.species},
         "backgrounds": [synth.backgrounds.name(i) for i in range(len(synth.backgrounds))],
         "sample_seed": "numpy SeedSequence(entropy=seed, spawn_key=(index,)).generate_state(1, uint64) >> 1",
         "files": [sample_name(i) for i in range(args.count)],
