@@ -94,7 +94,8 @@ def test_job_cancel_sets_the_flag_and_runs_the_hooks_promptly():
     job.start()
     t = time.perf_counter()
     job.cancel()
-    assert job.wait(2) and time.perf_counter() - t < 0.5
+    # prompt: the worker polls every 5 ms; 1 s leaves room for a loaded CI machine
+    assert job.wait(2) and time.perf_counter() - t < 1.0
     assert hooked.is_set() and job.cancelled
     with pytest.raises(pipeline.Cancelled):
         job.result()
