@@ -96,7 +96,7 @@ def test_q_stays_on_the_canonical_body(synth, samples):
 
 def test_camera_framing_fills_the_frame_and_cuts_only_when_asked(horse):
     pts = horse.vertices
-    cfg = SynthConfig(cut_probability=0.0)
+    cfg = SynthConfig(cut_probability=0.0, closeup_probability=0.0)
     for seed in range(20):
         rng = np.random.default_rng(seed)
         w2c, k, info = sample_camera(rng, pts, 160, cfg)
@@ -111,6 +111,31 @@ def test_camera_framing_fills_the_frame_and_cuts_only_when_asked(horse):
     outside = [np.any((camera.project(pts @ w[:3, :3].T + w[:3, 3], k) < 0) |
                       (camera.project(pts @ w[:3, :3].T + w[:3, 3], k) > 160)) for w, k, _ in cut]
     assert np.mean(outside) >= 0.5
+
+
+def test_portraits_frame_the_head_from_the_front(horse):
+    from training.synthesize import _head_vertices
+
+    pts = horse.vertices
+    head = pts[_head_vertices(horse)]
+    cfg = SynthConfig(closeup_probability=1.0)
+    body_out = 0
+    for seed in range(12):
+        w2c, k, info = sample_camera(np.random.default_rng(seed), pts, 160, cfg, head_points=head)
+        assert info["closeup"] and not info["cut"]
+        uv = camera.project(head @ w2c[:3, :3].T + w2c[:3, 3], k)
+        side = max(np.ptp(uv[:, 0]), np.ptp(uv[:, 1]))
+        assert 0.53 * 160 <= side <= 1.03 * 160, (seed, side)
+        # the camera is on the animal's front half: the horse faces -Y
+        eye = -w2c[:3, :3].T @ w2c[:3, 3]
+        assert eye[1] - head[:, 1].mean() < 0.2 * np.linalg.norm(eye - head.mean(axis=0)), seed
+        whole = camera.project(pts @ w2c[:3, :3].T + w2c[:3, 3], k)
+        body_out += bool(np.any((whole < 0) | (whole > 160)))
+    assert body_out >= 6  # most portraits cut the body
+    # Without head points, or at probability 0, the draws of whole-body framing are unchanged.
+    a = sample_camera(np.random.default_rng(5), pts, 160, SynthConfig(closeup_probability=0.0), head_points=head)
+    b = sample_camera(np.random.default_rng(5), pts, 160, SynthConfig())
+    assert np.array_equal(a[0], b[0])
 
 
 def test_same_seed_same_bytes(tmp_path, templates_dir):

@@ -33,7 +33,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -70,6 +70,11 @@ class SynthConfig:
     shadow_strength: tuple[float, float] = (0.25, 0.7)
     occluder_probability: float = 0.25
     effects_probability: float = 0.9
+    # Portraits: the camera frames the head (from the front half), the body runs out of the frame.
+    # Pet photos are often like this, and a network that has only seen whole animals maps a face
+    # filling the frame onto a whole body.
+    closeup_probability: float = 0.12
+    closeup_fill: tuple[float, float] = (0.55, 1.0)  # larger side of the head's box / image side
 
 
 def sample_seed(run_seed: int, index: int) -> int:
@@ -97,17 +102,31 @@ class _Species:
     rest: np.ndarray  # (U, 3) welded rest vertices and their skin weights, for skinning
     skin_joints: np.ndarray
     skin_weights: np.ndarray
+    head: np.ndarray  # (U,) bool: welded vertices the head (and the bones below it) dominate
+
+
+def _head_vertices(t) -> np.ndarray:
+    """(V,) bool: vertices whose strongest bone is the head or one below it (ears, jaw)."""
+    sk = t.skeleton
+    if "Head" not in sk.joint_names:
+        return np.zeros(len(t.vertices), bool)
+    head = sk.index("Head")
+    dominant = t.skin_joints[np.arange(len(t.vertices)), np.argmax(t.skin_weights, axis=1)]
+    return np.isin(dominant, [head] + sk.descendants(head))
 
 
 # ------------------------------------------------------------------------------------------------
 # Camera
 
-def sample_camera(rng: np.random.Generator, points_world: np.ndarray, size: int, config: SynthConfig):
+def sample_camera(rng: np.random.Generator, points_world: np.ndarray, size: int, config: SynthConfig,
+                  head_points: np.ndarray | None = None):
     """World -> camera 4x4, intrinsics and a description, framing `points_world`.
 
     Azimuth all round, elevation in the configured range, a focal length, then the distance at
     which the animal's box fills the drawn fraction of the frame; then a shift (a small camera
-    rotation) moves it off centre, sometimes across the border."""
+    rotation) moves it off centre, sometimes across the border. With `head_points` given, a
+    `closeup_probability` share are portraits: the head's box fills `closeup_fill` of the frame,
+    seen from within 100 degrees of straight ahead."""
     focal = rng.uniform(*config.focal_mm)
     k = cam.intrinsics_from_focal_mm(focal, size, size)
     f = k[0, 0]
@@ -120,6 +139,17 @@ def sample_camera(rng: np.random.Generator, points_world: np.ndarray, size: int,
     over = rng.uniform(0.05, 0.35) * np.sign(rng.normal(size=2)) * (rng.uniform(size=2) < 0.7)
 
     pts = np.asarray(points_world, dtype=np.float64)
+    closeup = False
+    if head_points is not None and len(head_points) and config.closeup_probability > 0:
+        # drawn after the others, so samples that are not portraits stay as they were
+        closeup = rng.uniform() < config.closeup_probability
+        if closeup:
+            head = np.asarray(head_points, dtype=np.float64)
+            ahead = head.mean(axis=0) - pts.mean(axis=0)
+            az = np.arctan2(ahead[1], ahead[0]) + np.radians(rng.uniform(-100, 100))
+            fill = rng.uniform(*config.closeup_fill)
+            cut = False
+            pts = head
     centre = 0.5 * (pts.min(axis=0) + pts.max(axis=0))
     direction = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
     rot = cam.look_at(centre + direction, centre)[:3, :3]
@@ -166,7 +196,8 @@ def sample_camera(rng: np.random.Generator, points_world: np.ndarray, size: int,
     w2c = np.eye(4)
     w2c[:3, :3] = r
     w2c[:3, 3] = -r @ eye
-    info = dict(focal_mm=focal, azimuth=az, elevation=el, fill=fill, distance=dist, cut=bool(cut))
+    info = dict(focal_mm=focal, azimuth=az, elevation=el, fill=fill, distance=dist, cut=bool(cut),
+                closeup=bool(closeup))
     return w2c, k, info
 
 
@@ -230,7 +261,7 @@ class Synthesizer:
                 template=t, topo=topo, space=poses.pose_space(t), coat=render.coat_materials(t),
                 q_ext=topo.extend(t.canonical_vertices), material=t.face_material[topo.source_face],
                 rest=t.vertices[topo.representative], skin_joints=t.skin_joints[topo.representative],
-                skin_weights=t.skin_weights[topo.representative])
+                skin_weights=t.skin_weights[topo.representative], head=_head_vertices(t)[topo.representative])
         return self._data[name]
 
     def _tick(self, stage: str, since: float) -> float:
@@ -274,7 +305,8 @@ class Synthesizer:
         world = topo.add_caps(model @ m2w[:3, :3].T + m2w[:3, 3])
         clock = self._tick("pose", clock)
 
-        w2c, k, cinfo = sample_camera(g_cam, world[: len(sd.rest)], size, cfg)
+        rest_world = world[: len(sd.rest)]
+        w2c, k, cinfo = sample_camera(g_cam, rest_world, size, cfg, head_points=rest_world[sd.head])
         welded = world @ w2c[:3, :3].T + w2c[:3, 3]
         clock = self._tick("camera", clock)
         scene = raycast.make_scene(welded, topo.faces)
@@ -312,6 +344,7 @@ class Synthesizer:
             "model_to_world": m2w.astype(np.float32),
             "extrinsics": w2c.astype(np.float32),
             "focal_mm": np.array(cinfo["focal_mm"], dtype=np.float32),
+            "closeup": np.array(cinfo["closeup"], dtype=np.bool_),
             "background": np.array(bg_name, dtype=np.str_),
             "seed": np.array(seed, dtype=np.int64),
             "internal_surfaces": np.array(hits.internal, dtype=np.int32),
@@ -445,6 +478,8 @@ def add_arguments(parser) -> None:
                         help="folder of background photos (default .cache/backgrounds when present; "
                              "'' for procedural backgrounds only)")
     parser.add_argument("--no-compress", action="store_true", help="store arrays uncompressed")
+    parser.add_argument("--closeup-probability", type=float, default=None, metavar="P",
+                        help=f"share of portraits framing the head (default {SynthConfig.closeup_probability})")
     parser.add_argument("--contact-sheet", action="store_true", help="also write DIR/contact_sheet.png")
 
 
@@ -513,9 +548,13 @@ def run(args) -> int:
         raise DualPMError(f"--layers must be at least 1, got {args.layers}")
     if args.workers < 0:
         raise DualPMError(f"--workers must be positive, got {args.workers}")
+    closeup = getattr(args, "closeup_probability", None)
+    if closeup is not None and not 0.0 <= closeup <= 1.0:
+        raise DualPMError(f"--closeup-probability must be between 0 and 1, got {closeup}")
     bgdir = AUTO if args.backgrounds is None else args.backgrounds
+    config = SynthConfig() if closeup is None else replace(SynthConfig(), closeup_probability=closeup)
     kwargs = dict(templates_dir=args.templates, size=args.size, layers=args.layers, species=args.species,
-                  exclude_clips=args.exclude_clips, backgrounds_dir=bgdir)
+                  exclude_clips=args.exclude_clips, backgrounds_dir=bgdir, config=config)
     synth = Synthesizer(**kwargs)  # validates everything before any file is touched
     out = args.out
     _check_output(out)
