@@ -118,11 +118,13 @@ def synth_scenes(templates_dir: str, species: str, count: int, seed: int = 0) ->
     """Ground-truth dual point maps from training/synthesize.py (exact ray casting, 160x160,
     4 layers), as scene dicts like `sample_scene`'s: the kept points (occupancy alone: a
     ground-truth map's confidence is uniform), their pixel centres, the species' joints."""
-    from training.synthesize import Synthesizer
+    from training.synthesize import SynthConfig, Synthesizer
 
     from dualpm_addon import pointmap
 
-    synth = Synthesizer(templates_dir, size=160, layers=4, species=[species])
+    # whole animals: a portrait shows the head alone, and the fit is measured on every joint
+    synth = Synthesizer(templates_dir, size=160, layers=4, species=[species],
+                        config=SynthConfig(closeup_probability=0.0))
     t = template_mod.load(f"{templates_dir}/{species}.npz")
     out = []
     for i in range(count):
