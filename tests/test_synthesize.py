@@ -182,6 +182,7 @@ def test_stream_is_the_cli_sequence(templates_dir):
     (["--species", "unicorn"], "unknown species 'unicorn'"),
     (["--exclude-clips", "Gallopp"], "unknown clip"),
     (["--templates", "/nonexistent/templates"], "no templates folder"),
+    (["--closeup-probability", "1.5"], "--closeup-probability must be between 0 and 1"),
 ])
 def test_bad_parameters_are_one_line_errors(tmp_path, capsys, args, message):
     base = {"--out": str(tmp_path / "out"), "--count": "2", "--seed": "0"}
