@@ -458,6 +458,15 @@ class Server(ThreadingHTTPServer):
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                                 b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
                                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+                # Closing with the client's request unread would send a reset, which can destroy
+                # the answer before the client reads it: end our side, then drain briefly.
+                # At most 0.2 s in all, since this runs on the accepting thread.
+                request.shutdown(socket.SHUT_WR)
+                end = time.monotonic() + 0.2
+                while time.monotonic() < end:
+                    request.settimeout(max(0.01, end - time.monotonic()))
+                    if not request.recv(65536):
+                        break
             except OSError:
                 pass
             self.shutdown_request(request)
