@@ -69,6 +69,9 @@ def _take_stdout() -> int:
 
 
 def run(args) -> int:
+    # The parent as it was at start: read later, a parent that died in between (right after the
+    # handshake, say) would already read as init, and the server would never notice it was gone.
+    parent = os.getppid()
     handshake_fd = _take_stdout()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="dualpm-server: %(message)s")
@@ -149,7 +152,6 @@ def run(args) -> int:
 
         threading.Thread(target=watch_stdin, name="stdin", daemon=True).start()
 
-    parent = os.getppid()
     watch_parent = not args.no_parent_watch and parent > 1
     while not stop.wait(0.5):
         if watch_parent and os.getppid() != parent:
