@@ -172,10 +172,10 @@ def run(quick: bool = False, source: str | None = None) -> list[dict]:
                 rows.append({"name": f"fit joint error {sp} {c} ({'own joints' if metric == 'own' else 'calibrated'})",
                              "value": round(f, 3), "unit": "% body length", "peer": "per-bone Kabsch",
                              "peer_value": round(b, 3), "ratio": round(f / b, 3) if b > 0 else None,
-                             "species": sp, "condition": c, "target": metric, "scenes": len(r["fit_own"]),
+                             "species": sp, "condition": c, "against": metric, "scenes": len(r["fit_own"]),
                              "max": round(float(np.max(r[f"fit_{metric}"])), 3)})
         rows.append({"name": f"rest gap {sp}", "value": round(ev["rest_gap"][sp], 3), "unit": "% body length",
-                     "species": sp, "condition": "rest pose", "target": "own"})
+                     "species": sp, "condition": "rest pose", "against": "own"})
     for c in conditions:
         for metric in ("own", "cal"):
             f = [v for res in ev["species"].values() for v in res[c][f"fit_{metric}"]]
@@ -183,7 +183,7 @@ def run(quick: bool = False, source: str | None = None) -> list[dict]:
             rows.append({"name": f"fit joint error all species {c} ({'own joints' if metric == 'own' else 'calibrated'})",
                          "value": round(float(np.mean(f)), 3), "unit": "% body length", "peer": "per-bone Kabsch",
                          "peer_value": round(float(np.mean(b)), 3), "ratio": round(float(np.mean(f) / np.mean(b)), 3),
-                         "condition": c, "target": metric, "scenes": len(f)})
+                         "condition": c, "against": metric, "scenes": len(f)})
     tm = time_fit(repeats=3 if quick else 5, species=QUICK_SPECIES if quick else SPECIES)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for key, label in (("fit", "fit 20k points (skeleton)"),
@@ -197,6 +197,7 @@ def run(quick: bool = False, source: str | None = None) -> list[dict]:
                    "ratio": round(t[pre + "median_ms"] / tm["baseline"][pre + "median_ms"], 3), "load_average": load}
             if key == "fit":
                 row["limit"] = LIMIT_MS
+                row["pass"] = bool(row["value"] <= LIMIT_MS)
                 if kind == "wall":
                     row["stages_ms"] = {k: round(v, 2) for k, v in tm["stages_ms"].items()}
             rows.append(row)

@@ -60,6 +60,10 @@ def main(run, description: str, argv=None, options: dict | None = None) -> int:
     for flag, kwargs in (options or {}).items():
         p.add_argument(f"--{flag}", **kwargs)
     a = p.parse_args(argv)
+    if a.json:  # before minutes of measuring, not after
+        folder = os.path.dirname(os.path.abspath(a.json))
+        if not os.path.isdir(folder):
+            p.error(f"--json {a.json}: the folder {folder} does not exist")
     rows = run(quick=a.quick, **{k.replace("-", "_"): getattr(a, k.replace("-", "_")) for k in (options or {})})
     print("\n".join(table(rows)))
     if rows and "machine" in rows[0]:
