@@ -26,6 +26,7 @@ import numpy as np
 from . import tails
 from .errors import DualPMError
 from .skeleton import rigid_inverse
+from .skinning import dominant_joints
 
 # Bones of the shared quadruped rig that anatomical landmarks hang off.
 LANDMARK_BONES = {
@@ -43,7 +44,7 @@ TAIL_ROOT = "Tail1"
 
 
 def _dominant(template) -> np.ndarray:
-    return template.skin_joints[np.arange(len(template.vertices)), np.argmax(template.skin_weights, axis=1)]
+    return dominant_joints(template.skin_joints, template.skin_weights)
 
 
 def _skin_box(template, j: int, dom: np.ndarray) -> np.ndarray | None:

@@ -59,7 +59,7 @@ from .errors import DualPMError
 from .npz import write_npz
 from .rotations import matrix_from_axis_angle, matrix_to_quat, quat_to_axis_angle, quat_to_matrix
 from .skeleton import Skeleton, rigid_inverse
-from .skinning import linear_blend_skinning
+from .skinning import dominant_joints, linear_blend_skinning
 
 PRIOR_FILE = "pose_prior.npz"
 
@@ -480,7 +480,7 @@ def prepare(template=None, prior: PosePrior | None = None, index: corr.TemplateI
     lr = sk.local_rest_matrices
     fixed = np.isin(np.array(sk.joint_names), FIXED_BONES) | np.all(prior.sample_std < RIGID_STD, axis=1)
     fixed[0] = True
-    dom = template.skin_joints[np.arange(len(template.vertices)), np.argmax(template.skin_weights, axis=1)]
+    dom = dominant_joints(template.skin_joints, template.skin_weights)
     return FitContext(template, index, prior, anc, child, levels, scale_groups(sk),
                       np.linalg.inv(sk.rest_matrices), lr[:, :3, :3].copy(), lr[:, :3, 3].copy(), fixed,
                       np.bincount(dom, minlength=nj) > 0,

@@ -30,6 +30,11 @@ def linear_blend_skinning(points: np.ndarray, skin_joints: np.ndarray, skin_weig
     return np.einsum("...vij,vj->...vi", blended[..., :3], points) + blended[..., 3]
 
 
+def dominant_joints(skin_joints: np.ndarray, skin_weights: np.ndarray) -> np.ndarray:
+    """(V,) the joint with the largest weight of each vertex."""
+    return skin_joints[np.arange(len(skin_joints)), np.argmax(skin_weights, axis=1)]
+
+
 def dense_weights(skin_joints: np.ndarray, skin_weights: np.ndarray, num_joints: int) -> np.ndarray:
     """(V, J) weight matrix from the sparse top-K form."""
     v = skin_joints.shape[0]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dualpm_addon.errors import DualPMError
-from dualpm_addon.skinning import dense_weights, linear_blend_skinning, top_k_weights
+from dualpm_addon.skinning import dense_weights, dominant_joints, linear_blend_skinning, top_k_weights
 
 
 def test_rest_pose_reproduces_rest_mesh_exactly(horse):
@@ -40,3 +40,9 @@ def test_shape_errors():
         linear_blend_skinning(np.zeros((4, 2)), np.zeros((4, 1), int), np.ones((4, 1)), np.tile(np.eye(4), (1, 1, 1)))
     with pytest.raises(DualPMError, match="do not match"):
         linear_blend_skinning(np.zeros((4, 3)), np.zeros((3, 1), int), np.ones((3, 1)), np.tile(np.eye(4), (1, 1, 1)))
+
+
+def test_dominant_joints_pick_the_largest_weight():
+    joints = np.array([[3, 1, 0, 0], [2, 5, 7, 0]])
+    weights = np.array([[0.2, 0.7, 0.1, 0.0], [0.25, 0.25, 0.5, 0.0]])
+    assert dominant_joints(joints, weights).tolist() == [1, 7]

@@ -44,7 +44,7 @@ from dualpm_addon import pointmap
 from dualpm_addon import template as template_io
 from dualpm_addon.errors import DualPMError
 from dualpm_addon.rotations import quat_to_matrix, rotation_between
-from dualpm_addon.skinning import linear_blend_skinning
+from dualpm_addon.skinning import dominant_joints, linear_blend_skinning
 
 from . import poses, raycast, render
 
@@ -111,8 +111,7 @@ def _head_vertices(t) -> np.ndarray:
     if "Head" not in sk.joint_names:
         return np.zeros(len(t.vertices), bool)
     head = sk.index("Head")
-    dominant = t.skin_joints[np.arange(len(t.vertices)), np.argmax(t.skin_weights, axis=1)]
-    return np.isin(dominant, [head] + sk.descendants(head))
+    return np.isin(dominant_joints(t.skin_joints, t.skin_weights), [head] + sk.descendants(head))
 
 
 # ------------------------------------------------------------------------------------------------
