@@ -197,10 +197,9 @@ def _carry_tail(species, reference, maps: np.ndarray, q: np.ndarray) -> np.ndarr
     curve_s, curve_r = tails.tail_curve(species, ts), tails.tail_curve(reference)
     if not np.any(on) or curve_s is None or curve_r is None:
         return q
-    sk = species.skeleton
-    root = sk.index(tails.TAIL_ROOT)
-    tail_bones = np.array([root] + sk.descendants(root))
-    wt = np.where(np.isin(species.skin_joints[on], tail_bones), species.skin_weights[on], 0.0)
+    bones = tails.tail_bones(species.skeleton)
+    root = bones[0]
+    wt = np.where(np.isin(species.skin_joints[on], bones), species.skin_weights[on], 0.0)
     bone_share = to_canonical(species.vertices[on], species.skin_joints[on], wt, maps)
     ratio = reference.body_length / species.body_length
     mesh_map = tails.carry_tail(species.vertices[on], ts[on], curve_s, curve_r, ratio)

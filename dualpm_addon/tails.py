@@ -39,14 +39,18 @@ class TailCurve:
     length: float  # arc length of the centreline, metres
 
 
+def tail_bones(skeleton) -> np.ndarray:
+    """Indices of the tail root and every bone below it (empty for a tail-less rig)."""
+    if TAIL_ROOT not in skeleton.joint_names:
+        return np.zeros(0, dtype=np.int64)
+    root = skeleton.index(TAIL_ROOT)
+    return np.array([root] + skeleton.descendants(root), dtype=np.int64)
+
+
 def tail_weight(template) -> np.ndarray:
     """(V,) each vertex's total skin weight on the tail bones (0 for a tail-less rig)."""
-    sk = template.skeleton
-    if TAIL_ROOT not in sk.joint_names:
-        return np.zeros(len(template.vertices))
-    root = sk.index(TAIL_ROOT)
-    bones = np.array([root] + sk.descendants(root))
-    return np.where(np.isin(template.skin_joints, bones), template.skin_weights, 0.0).sum(axis=1)
+    on_tail = np.isin(template.skin_joints, tail_bones(template.skeleton))
+    return np.where(on_tail, template.skin_weights, 0.0).sum(axis=1)
 
 
 def _weld(vertices: np.ndarray, faces: np.ndarray):
@@ -88,7 +92,11 @@ def tail_distance(template) -> np.ndarray:
     graph = coo_matrix((length, (edges[:, 0], edges[:, 1])), shape=(n, n)).tocsr()
     graph = graph.maximum(graph.T)
     border = np.unique(edges[~in_tail[edges]])
-    if len(border) == 0:  # a tail that is its own mesh island: start from its point nearest the body
+    if len(border) == 0 and np.any(~in_tail):  # a tail that is its own mesh island: start from
+        tail = np.nonzero(in_tail)[0]          # its point nearest the body
+        gap = np.linalg.norm(pts[tail, None] - pts[None, ~in_tail], axis=2).min(axis=1)
+        border = tail[[np.argmin(gap)]]
+    elif len(border) == 0:  # nothing but tail
         border = np.nonzero(in_tail)[0][:1]
     d = dijkstra(graph, directed=False, indices=border, min_only=True)
     d[~in_tail] = np.nan

@@ -62,3 +62,20 @@ def test_a_rig_without_a_tail_has_no_tail_coordinates(horse):
     assert not np.any(tails.tail_weight(no_tail) > 0)
     assert np.all(np.isnan(tails.tail_coordinate(no_tail)))
     assert tails.tail_curve(no_tail) is None
+
+
+def test_a_tail_that_is_its_own_mesh_island_starts_nearest_the_body(horse):
+    # Cut every face that joins tail and body: the walk must start where the tail is closest
+    # to the body, not at an arbitrary tail vertex.
+    import dataclasses
+
+    w = tails.tail_weight(horse)
+    tail_faces = (w[horse.faces] > 0).all(axis=1)
+    body_faces = (w[horse.faces] == 0).all(axis=1)
+    cut = dataclasses.replace(horse, faces=horse.faces[tail_faces | body_faces])
+    d = tails.tail_distance(cut)
+    on = np.isfinite(d)
+    start = cut.vertices[on][np.argmin(d[on])]
+    body = cut.vertices[w == 0]
+    nearest = np.linalg.norm(cut.vertices[on][:, None] - body[None], axis=2).min(axis=1).min()
+    assert np.isclose(np.linalg.norm(body - start, axis=1).min(), nearest)
