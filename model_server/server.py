@@ -198,26 +198,11 @@ class Handler(BaseHTTPRequestHandler):
                 or "Transfer-Encoding" in self.headers)
 
     def _refuse(self, status: int, message: str, headers=()):
-        """Answer without reading the body, then close the connection (lingering, see below)."""
+        """Answer without reading the body, then close the connection (lingering: `linger`)."""
         unread = self._unread_body()
         self._error(status, message, close=unread or self.close_connection, headers=headers)
         if unread:
-            self._linger()
-
-    def _linger(self):
-        """Half-close, then discard what the client still sends for a moment (at most 1 MiB,
-        2 s) so that our answer is not lost to a TCP reset; the body itself is never kept."""
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(0.2)
-            end, dropped = time.monotonic() + 2.0, 0
-            while dropped < (1 << 20) and time.monotonic() < end:
-                chunk = self.connection.recv(65536)
-                if not chunk:
-                    break
-                dropped += len(chunk)
-        except OSError:
-            pass
+            linger(self.connection, seconds=2.0)
 
     # --- routing --------------------------------------------------------------------------------
 
@@ -436,6 +421,24 @@ class Handler(BaseHTTPRequestHandler):
             st.runs.release()
 
 
+def linger(sock: socket.socket, seconds: float, max_bytes: int = 1 << 20) -> None:
+    """Half-close, then discard what the client still sends (at most `max_bytes`, `seconds`).
+
+    Closing a socket with the client's data unread sends a TCP reset, which can destroy our
+    answer before the client reads it; the discarded data is never kept."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        end, dropped = time.monotonic() + seconds, 0
+        while dropped < max_bytes and time.monotonic() < end:
+            sock.settimeout(max(0.01, min(0.2, end - time.monotonic())))
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            dropped += len(chunk)
+    except OSError:
+        pass
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # listen backlog: connections the kernel holds before accept
@@ -458,17 +461,9 @@ class Server(ThreadingHTTPServer):
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                                 b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
                                 + str(len(body)).encode() + b"\r\n\r\n" + body)
-                # Closing with the client's request unread would send a reset, which can destroy
-                # the answer before the client reads it: end our side, then drain briefly.
-                # At most 0.2 s in all, since this runs on the accepting thread.
-                request.shutdown(socket.SHUT_WR)
-                end = time.monotonic() + 0.2
-                while time.monotonic() < end:
-                    request.settimeout(max(0.01, end - time.monotonic()))
-                    if not request.recv(65536):
-                        break
             except OSError:
                 pass
+            linger(request, seconds=0.2)  # short: this runs on the accepting thread
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
