@@ -64,7 +64,7 @@ def running_median(y: np.ndarray, width: int = 25) -> np.ndarray:
     return np.median(np.lib.stride_tricks.sliding_window_view(pad, width), axis=1)
 
 
-def _panel(draw, ox, title, xs, series, x_max, y_range, starts):
+def _panel(draw, ox, title, series, x_max, y_range, starts):
     x0, y0, x1, y1 = ox + PAD, PAD - 16, ox + W - 12, H - PAD + 4
     draw.rectangle([x0, y0, x1, y1], outline=(160, 160, 160))
     draw.text((x0, 8), title, fill=(0, 0, 0))
@@ -92,13 +92,13 @@ def draw_curves(runs: dict, out: str) -> None:
     x_max = max([v[0] for v in runs["val"]] + [v[0] for v in runs["loss"]] + [1])
     if runs["val"]:
         v = np.array(runs["val"], dtype=np.float64)
-        _panel(draw, 0, "validation (held-out clips): PCK@0.1 (teal), mask IoU (orange)", v[:, 0],
+        _panel(draw, 0, "validation (held-out clips): PCK@0.1 (teal), mask IoU (orange)",
                {"pck": (v[:, 0], v[:, 1]), "mask_iou": (v[:, 0], v[:, 2])}, x_max, (0.0, 1.0), runs["starts"])
     if runs["loss"]:
         lo = np.array(runs["loss"], dtype=np.float64)
         y = running_median(lo[:, 1])
         rng = (float(np.percentile(y, 1)), float(np.percentile(y, 99)) + 1e-6)
-        _panel(draw, W, "training loss (running median of 25 logs)", lo[:, 0], {"loss": (lo[:, 0], y)},
+        _panel(draw, W, "training loss (running median of 25 logs)", {"loss": (lo[:, 0], y)},
                x_max, rng, runs["starts"])
     with atomic_open(out, "wb") as f:
         img.save(f, format="PNG")
