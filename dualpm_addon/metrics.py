@@ -12,6 +12,8 @@
   single photo. `scale` multiplies distances, e.g. to report at horse scale.
 - Mask IoU of predicted (occupancy > 0.5) and true first-layer occupancy.
 - Per-layer figures: occupancy IoU, Chamfer and mean Q error for each layer.
+- Joint error of a fitted skeleton: the mean distance over the joints both skeletons name, after
+  the same translation + scale alignment, in % of the animal's body length (`joint_error_pct`).
 """
 
 from __future__ import annotations
@@ -85,6 +87,19 @@ def chamfer_cm(pred: np.ndarray, true: np.ndarray, aligned: bool = False, scale:
     return float(100.0 * scale * d)
 
 
+def joint_error_pct(joints: np.ndarray, names, true_joints: np.ndarray, true_names, body_length: float) -> float:
+    """Mean joint distance over shared names in % of body_length, after aligning the joints to the
+    true ones by translation and scale (a photo fixes neither the distance nor the size). NaN when
+    fewer than 3 names are shared."""
+    truth = dict(zip(true_names, np.asarray(true_joints, np.float64)))
+    shared = [i for i, n in enumerate(names) if n in truth]
+    if len(shared) < 3:
+        return float("nan")
+    pred = np.asarray(joints, np.float64)[shared]
+    true = np.array([truth[names[i]] for i in shared])
+    return float(100.0 * np.linalg.norm(align(pred, true) - true, axis=1).mean() / body_length)
+
+
 def kept(pred: dict) -> np.ndarray:
     """(K,H,W) bool: the predicted points inference keeps."""
     keep = np.asarray(pred["occupancy"]) > OCCUPANCY_THRESHOLD
@@ -134,6 +149,10 @@ def summarise(rows: list[dict]) -> dict:
     out = {"samples": len(rows)}
     for key in ("pck", "mask_iou", "chamfer_cm", "chamfer_aligned_cm", "points_kept"):
         out[key] = mean(r[key] for r in rows)
+    if any("fit_joint_error_pct" in r for r in rows):
+        errs = [r.get("fit_joint_error_pct", float("nan")) for r in rows]
+        out["fit_joint_error_pct"] = mean(errs)
+        out["fit_failures"] = int(sum(not np.isfinite(e) for e in errs))
     out["chamfer_failures"] = int(sum(not np.isfinite(r["chamfer_cm"]) for r in rows))
     k = len(rows[0]["layers"])
     out["layers"] = [{key: mean(r["layers"][i][key] for r in rows)

@@ -69,3 +69,33 @@ def test_missing_model_is_an_error(tmp_path):
     ds.write_toy_folder(str(data), 1, species="wolf", clip="Walk")
     assert cli.main(["eval", "--model", str(tmp_path / "none.onnx"), "--data", str(data),
                      "--json", str(tmp_path / "r.json")]) == 2
+
+
+def test_fit_joint_error_of_the_whole_pipeline(model, templates_dir, tmp_path):
+    from dualpm_addon import fit_skeleton, template
+    from training.synthesize import SynthConfig, Synthesizer, save_sample
+
+    synth = Synthesizer(templates_dir, size=160, layers=4, species=["horse"],
+                        config=SynthConfig(closeup_probability=0.0), exclude_clips=[])
+    a = synth.sample(3)
+    path = str(tmp_path / "s.npz")
+    save_sample(path, a)
+    joints = evaluate.sample_joints(path)
+    assert joints is not None and joints[0].shape == (len(joints[1]), 3)
+    length = template.load(f"{templates_dir}/horse.npz").body_length
+    ctx = fit_skeleton.prepare()
+    exact = {k: np.nan_to_num(np.asarray(a[k], np.float32)) for k in ("P", "Q", "occupancy")}
+    exact.update(confidence=np.ones_like(exact["occupancy"]), intrinsics=a["intrinsics"])
+    good = evaluate.fit_joint_error(exact, joints, length, ctx, threshold=False)
+    assert good < 5.0  # the fit on a perfect map: a few % of body length
+    wrong = dict(exact, Q=exact["Q"][:, ::-1].copy())  # upside-down canonical map: a bad predictor
+    assert evaluate.fit_joint_error(wrong, joints, length, ctx, threshold=False) > 2 * good
+    empty = dict(exact, occupancy=np.zeros_like(exact["occupancy"]))
+    assert np.isnan(evaluate.fit_joint_error(empty, joints, length, ctx))  # no animal: a failure
+
+    # the report carries the figure for the model's maps and for the true ones
+    sess = evaluate.session(str(model))
+    res, _ = evaluate.evaluate_files(sess, {"heldout_clips": [path]}, {"horse": length}, progress=False)
+    r = res["heldout_clips"]
+    assert abs(r["true_maps"]["fit_joint_error_pct"] - good) < 1e-9
+    assert "fit_joint_error_pct" in r["no_mask"] and r["no_mask"]["fit_failures"] in (0, 1)

@@ -75,3 +75,27 @@ def test_summarise_skips_non_finite():
     bad = dict(good, chamfer_cm=float("inf"))
     s = metrics.summarise([good, bad])
     assert s["chamfer_cm"] == 0.0 and s["chamfer_failures"] == 1 and s["samples"] == 2
+
+
+def test_joint_error_is_zero_up_to_translation_and_scale_and_measures_a_moved_joint():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(10, 3))
+    names = tuple(f"j{i}" for i in range(10))
+    assert metrics.joint_error_pct(2.0 * true + [1, 2, 3], names, true, names, 1.0) < 1e-9
+    moved = true.copy()
+    moved[0] += [0.0, 0.0, 0.5]
+    e = metrics.joint_error_pct(moved, names, true, names, 2.0)
+    assert 1.0 < e < 5.0  # about 0.5 / 10 joints / 2 m, spread a little by the re-alignment
+    # only shared names count, in either order
+    assert metrics.joint_error_pct(true[::-1], names[::-1], true, names, 1.0) < 1e-9
+    assert np.isnan(metrics.joint_error_pct(true[:2], names[:2], true, names, 1.0))
+    assert np.isnan(metrics.joint_error_pct(true, tuple("abcdefghij"), true, names, 1.0))
+
+
+def test_summarise_counts_failed_fits():
+    m = _map()
+    good = dict(metrics.evaluate(m, m), fit_joint_error_pct=2.0)
+    bad = dict(good, fit_joint_error_pct=float("nan"))
+    s = metrics.summarise([good, bad])
+    assert s["fit_joint_error_pct"] == 2.0 and s["fit_failures"] == 1
+    assert "fit_joint_error_pct" not in metrics.summarise([metrics.evaluate(m, m)])

@@ -8,6 +8,9 @@ animal itself) and with the true mask given. Figures (dualpm_addon.metrics): PCK
 visible pixels, amodal Chamfer in cm (raw, and aligned by translation + scale), both at horse
 scale (distances times horse body length / the species' body length) and in the species' own
 size, mask IoU, per-layer figures; per split, per species and beside the targets of issue 4.
+Where samples carry their joints, also the whole pipeline's joint error: the default skeleton fit
+on the kept points, against the sample's own joints after translation + scale alignment, in % of
+body length, beside the same fit on the true maps (what a perfect predictor would give).
 Also writes a report picture (REPORT with .png, or --png): for a few samples the photo, true and
 predicted masks, true and predicted Q as colours, and the true and predicted amodal clouds from
 the side (a novel view).
@@ -93,8 +96,37 @@ def _summary(rows: list[dict]) -> dict:
     return s
 
 
+def sample_joints(path: str):
+    """(joints (J,3) camera space, names) of a sample, or None for samples written without them."""
+    with np.load(path, allow_pickle=False) as z:
+        if "joints" not in z.files or "joint_names" not in z.files:
+            return None
+        return np.asarray(z["joints"], np.float64), tuple(str(n) for n in z["joint_names"])
+
+
+def fit_joint_error(maps: dict, joints, body_length: float, context, threshold: bool = True) -> float:
+    """The pipeline's fit (default options) on a dual point map's kept points: joint error in % of
+    body length against the sample's own joints (metrics.joint_error_pct); NaN where the pipeline
+    would find no animal or the fit refuses the points. `threshold` False keeps every occupied
+    point (a true map's confidence carries no information)."""
+    from dualpm_addon import fit_skeleton, pipeline, pointmap
+
+    pts = pointmap.extract_points(maps, pointmap.OCCUPANCY_THRESHOLD,
+                                  pointmap.CONFIDENCE_THRESHOLD if threshold else -np.inf)
+    if len(pts["P"]) < pipeline.MIN_POINTS:
+        return float("nan")
+    try:
+        fit = fit_skeleton.fit(pts["P"], pts["Q"], context)
+    except DualPMError:
+        return float("nan")
+    return metrics.joint_error_pct(fit.joints, fit.joint_names, joints[0], joints[1], body_length)
+
+
 def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, progress=True):
+    from dualpm_addon import fit_skeleton
     from training.dataset import load_sample, mask_input, sample_meta
+
+    context = fit_skeleton.prepare()
 
     results, shown = {}, []
     total = sum(len(v) for v in files_by_split.values())
@@ -102,10 +134,12 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
     for split_name, files in files_by_split.items():
         rows = {"no_mask": [], "mask_given": []}
         species_rows: dict = {}
+        true_fit = []  # the same fit on the true maps: what a perfect predictor would give
         for i in range(0, len(files), batch):
             chunk = files[i:i + batch]
             samples = [load_sample(f) for f in chunk]
             metas = [sample_meta(f) for f in chunk]
+            joints = [sample_joints(f) for f in chunk]
             image = np.stack([s["rgb"] for s in samples]).astype(np.uint8)
             for mode in ("no_mask", "mask_given"):
                 mask = np.stack([mask_input(np.asarray(s["mask"], bool), mode == "mask_given") for s in samples])
@@ -113,8 +147,15 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
                 for j, (s, m) in enumerate(zip(samples, metas)):
                     pred = {k: outs[k][j] for k in OUTPUTS}
                     true = {k: np.nan_to_num(np.asarray(s[k], np.float32)) for k in ("P", "Q", "occupancy")}
-                    scale = metrics.REFERENCE_BODY_LENGTH / lengths.get(m["species"], metrics.REFERENCE_BODY_LENGTH)
+                    length = lengths.get(m["species"], metrics.REFERENCE_BODY_LENGTH)
+                    scale = metrics.REFERENCE_BODY_LENGTH / length
                     own = metrics.evaluate(pred, true)
+                    if joints[j] is not None:
+                        own["fit_joint_error_pct"] = fit_joint_error(
+                            dict(pred, intrinsics=s["intrinsics"]), joints[j], length, context)
+                        if mode == "no_mask":
+                            exact = dict(true, confidence=np.ones_like(true["occupancy"]), intrinsics=s["intrinsics"])
+                            true_fit.append(fit_joint_error(exact, joints[j], length, context, threshold=False))
                     horse = dict(own, chamfer_cm=own["chamfer_cm"] * scale,
                                  chamfer_aligned_cm=own["chamfer_aligned_cm"] * scale)
                     row = {"own": own, "horse": horse, "species": m["species"], "clip": m["clip"]}
@@ -129,6 +170,10 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
         if not files:
             continue
         summary = {mode: _summary(r) for mode, r in rows.items() if r}
+        if true_fit:
+            ok = np.isfinite(true_fit)
+            summary["true_maps"] = {"fit_joint_error_pct": float(np.mean(np.asarray(true_fit)[ok])) if ok.any() else None,
+                                    "fit_failures": int((~ok).sum())}
         results[split_name] = {
             "samples": len(files),
             **summary,
@@ -312,5 +357,8 @@ def run(args) -> int:
         nm = r["no_mask"]
         print(f"{name}: {r['samples']} samples  PCK {nm['pck']:.3f}  IoU {nm['mask_iou']:.3f}  "
               f"Chamfer {nm['chamfer_cm_horse_scale']:.2f} cm (aligned {nm['chamfer_aligned_cm_horse_scale']:.2f}) "
-              f"at horse scale", file=sys.stderr)
+              f"at horse scale"
+              + (f"  fit joint error {nm['fit_joint_error_pct']:.1f} % of body length "
+                 f"({r['true_maps']['fit_joint_error_pct']:.1f} % on the true maps)" if "true_maps" in r else ""),
+              file=sys.stderr)
     return 0
