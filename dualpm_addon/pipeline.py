@@ -51,6 +51,7 @@ class Settings:
     occupancy_threshold: float = pointmap.OCCUPANCY_THRESHOLD
     confidence_threshold: float = pointmap.CONFIDENCE_THRESHOLD
     surface_pull: float = 0.0
+    pose_weight: float | None = None  # the fit's pose prior; None: fit_skeleton.PREDICTED_POSE_WEIGHT
     place_camera: bool = True  # fit_camera: the cloud's distance, and the focal when EXIF had none
     seed: int = 0
 
@@ -204,7 +205,9 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
         camera_fit = fit_camera(pts["P"], uv, k_crop, solve_focal=not focal_known, seed=settings.seed)
         pts["P"] = camera_fit.apply(pts["P"]).astype(np.float32)
         k_crop = np.asarray(camera_fit.intrinsics, dtype=np.float64)
-    options = fit_skeleton.FitOptions(surface_pull=settings.surface_pull, seed=settings.seed, point_weights=True)
+    pose_weight = fit_skeleton.PREDICTED_POSE_WEIGHT if settings.pose_weight is None else settings.pose_weight
+    options = fit_skeleton.FitOptions(surface_pull=settings.surface_pull, pose_weight=pose_weight,
+                                      seed=settings.seed, point_weights=True)
     fit = fit_skeleton.fit(pts["P"], pts["Q"], context=fit_context(template), options=options)
     # Rest positions of the points under the fitted pose (model space), for the Armature modifier.
     m_inv = np.linalg.inv(fit.model_to_camera)
@@ -222,7 +225,7 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
         point_rest=rest.astype(np.float32), point_skin_joints=np.asarray(fit.point_skin_joints),
         point_skin_weights=np.asarray(fit.point_skin_weights), point_matched=np.asarray(fit.point_valid, dtype=bool),
         fit=fit, template=template, model_version=predictor_version,
-        settings=dict(settings.as_dict(), focal_mm=float(pm.get("focal_mm", 0.0)),
+        settings=dict(settings.as_dict(), pose_weight=pose_weight, focal_mm=float(pm.get("focal_mm", 0.0)),
                       focal_from_exif=bool(pm.get("focal_from_exif", False))),
         camera_fit=camera_fit, timings=timings)
 

@@ -86,10 +86,10 @@ def test_fit_joint_error_of_the_whole_pipeline(model, templates_dir, tmp_path):
     ctx = fit_skeleton.prepare()
     exact = {k: np.nan_to_num(np.asarray(a[k], np.float32)) for k in ("P", "Q", "occupancy")}
     exact.update(confidence=np.ones_like(exact["occupancy"]), intrinsics=a["intrinsics"])
-    good = evaluate.fit_joint_error(exact, joints, length, ctx, threshold=False)
+    good = evaluate.fit_joint_error(exact, joints, length, ctx, exact=True)
     assert good < 5.0  # the fit on a perfect map: a few % of body length
     wrong = dict(exact, Q=exact["Q"][:, ::-1].copy())  # upside-down canonical map: a bad predictor
-    assert evaluate.fit_joint_error(wrong, joints, length, ctx, threshold=False) > 2 * good
+    assert evaluate.fit_joint_error(wrong, joints, length, ctx, exact=True) > 2 * good
     empty = dict(exact, occupancy=np.zeros_like(exact["occupancy"]))
     assert np.isnan(evaluate.fit_joint_error(empty, joints, length, ctx))  # no animal: a failure
 

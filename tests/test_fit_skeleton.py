@@ -320,3 +320,17 @@ def test_fit_command_writes_json_and_counts_failures(tmp_path, horse):
     assert err / scene["body_length"] < 3.0
     failed = json.loads((out / "broken.json").read_text())
     assert failed["status"] == "failed" and "broken.npz" in failed["error"]
+    assert res["solver"]["pose_weight"] == fs.FitOptions().pose_weight  # an exact map: the exact-map prior
+
+
+def test_fit_command_uses_the_stronger_prior_for_predicted_maps(tmp_path, horse):
+    pm = fx.to_point_map(fx.sample_scene(horse, clip="Eating", frame=20, seed=8), size=96, layers=4)
+    pm["confidence"] = np.where(pm["occupancy"] > 0, 3.0, 1.0).astype(np.float32)  # as a predictor gives it
+    path = tmp_path / "pred.npz"
+    pointmap.save(str(path), pm)
+    assert cli.main(["fit", str(path), "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "pred.json").read_text())["solver"]["pose_weight"] == fs.PREDICTED_POSE_WEIGHT
+    assert cli.main(["fit", str(path), "--out", str(tmp_path / "b"), "--pose-weight", "0.5"]) == 0
+    assert json.loads((tmp_path / "b" / "pred.json").read_text())["solver"]["pose_weight"] == 0.5
+    assert cli.main(["fit", str(path), "--out", str(tmp_path / "c"), "--pose-weight", "-1"]) != 0
+    assert not (tmp_path / "c").exists()

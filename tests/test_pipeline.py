@@ -99,3 +99,17 @@ def test_job_cancel_sets_the_flag_and_runs_the_hooks_promptly():
     assert hooked.is_set() and job.cancelled
     with pytest.raises(pipeline.Cancelled):
         job.result()
+
+
+def test_from_pointmap_fits_with_the_predicted_map_prior_and_records_it(horse):
+    from dualpm_addon import fit_skeleton
+    from tests import fit_fixtures as fx
+
+    pm = fx.to_point_map(fx.sample_scene(horse, clip="Eating", frame=20, seed=8, size=64), size=64, layers=4)
+    pm["confidence"] = np.where(pm["occupancy"] > 0, 3.0, 1.0).astype(np.float32)
+    pm["crop_box"] = np.array([0, 0, 64, 64], np.float32)
+    photo = pipeline.PhotoInput(np.zeros((64, 64, 3), np.uint8), None, None, "horse.png")
+    rec = pipeline.from_pointmap(pm, photo, template=horse)
+    assert rec.settings["pose_weight"] == fit_skeleton.PREDICTED_POSE_WEIGHT
+    rec = pipeline.from_pointmap(pm, photo, template=horse, settings=pipeline.Settings(pose_weight=0.002))
+    assert rec.settings["pose_weight"] == 0.002

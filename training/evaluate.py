@@ -104,19 +104,22 @@ def sample_joints(path: str):
         return np.asarray(z["joints"], np.float64), tuple(str(n) for n in z["joint_names"])
 
 
-def fit_joint_error(maps: dict, joints, body_length: float, context, threshold: bool = True) -> float:
-    """The pipeline's fit (default options) on a dual point map's kept points: joint error in % of
-    body length against the sample's own joints (metrics.joint_error_pct); NaN where the pipeline
-    would find no animal or the fit refuses the points. `threshold` False keeps every occupied
-    point (a true map's confidence carries no information)."""
+def fit_joint_error(maps: dict, joints, body_length: float, context, exact: bool = False) -> float:
+    """The pipeline's fit on a dual point map's kept points: joint error in % of body length
+    against the sample's own joints (metrics.joint_error_pct); NaN where the pipeline would find
+    no animal or the fit refuses the points. A predicted map is fitted as `dualpm reconstruct`
+    does (its thresholds, fit_skeleton.PREDICTED_POSE_WEIGHT); an `exact` (true) map keeps every
+    occupied point, its confidence carrying nothing, with the fit's default options."""
     from dualpm_addon import fit_skeleton, pipeline, pointmap
 
     pts = pointmap.extract_points(maps, pointmap.OCCUPANCY_THRESHOLD,
-                                  pointmap.CONFIDENCE_THRESHOLD if threshold else -np.inf)
+                                  -np.inf if exact else pointmap.CONFIDENCE_THRESHOLD)
     if len(pts["P"]) < pipeline.MIN_POINTS:
         return float("nan")
+    options = fit_skeleton.FitOptions(pose_weight=fit_skeleton.FitOptions.pose_weight if exact
+                                      else fit_skeleton.PREDICTED_POSE_WEIGHT)
     try:
-        fit = fit_skeleton.fit(pts["P"], pts["Q"], context)
+        fit = fit_skeleton.fit(pts["P"], pts["Q"], context, options)
     except DualPMError:
         return float("nan")
     return metrics.joint_error_pct(fit.joints, fit.joint_names, joints[0], joints[1], body_length)
@@ -155,7 +158,7 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
                             dict(pred, intrinsics=s["intrinsics"]), joints[j], length, context)
                         if mode == "no_mask":
                             exact = dict(true, confidence=np.ones_like(true["occupancy"]), intrinsics=s["intrinsics"])
-                            true_fit.append(fit_joint_error(exact, joints[j], length, context, threshold=False))
+                            true_fit.append(fit_joint_error(exact, joints[j], length, context, exact=True))
                     horse = dict(own, chamfer_cm=own["chamfer_cm"] * scale,
                                  chamfer_aligned_cm=own["chamfer_aligned_cm"] * scale)
                     row = {"own": own, "horse": horse, "species": m["species"], "clip": m["clip"]}

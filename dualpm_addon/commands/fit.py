@@ -3,7 +3,9 @@
 Per map: keep the points (occupancy > --occupancy and confidence >= --confidence; a map whose
 confidence is the same everywhere, a ground-truth map, is kept on occupancy alone), place the
 cloud so that it reprojects onto its pixels (fit_camera; --solve-focal when the map's focal
-length is not to be trusted), fit the skeleton (fit_skeleton) and write NAME.json:
+length is not to be trusted), fit the skeleton (fit_skeleton; a predicted map with the stronger pose prior
+fit_skeleton.PREDICTED_POSE_WEIGHT, an exact one with FitOptions' default, unless --pose-weight)
+and write NAME.json:
 
     map, status "ok"
     points: kept, matched_fraction (Q within reach of the template), used (by the solver)
@@ -46,6 +48,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-camera", action="store_true", help="fit P as it is, without the reprojection step")
     p.add_argument("--solver", choices=("lm", "scipy"), default="lm", help="least-squares solver")
     p.add_argument("--seed", type=int, default=0, help="seed of the point subsampling")
+    p.add_argument("--pose-weight", type=float, default=None, metavar="W",
+                   help="weight of the pose prior (default: 0.01 for a predicted map, 0.001 for an exact one)")
 
 
 def _r(a, digits: int = 6):
@@ -57,20 +61,28 @@ def _r(a, digits: int = 6):
 
 
 def fit_map(arrays: dict, context, options, solve_focal: bool = False, use_camera: bool = True,
-            occupancy: float | None = None, confidence: float | None = None) -> dict:
+            occupancy: float | None = None, confidence: float | None = None,
+            pose_weight: float | None = None) -> dict:
     """Fit one validated dual point map; the JSON-ready summary (module docstring)."""
+    import dataclasses
+
     from .. import pointmap
     from ..errors import DualPMError
     from ..fit_camera import fit_camera
-    from ..fit_skeleton import fit
+    from ..fit_skeleton import PREDICTED_POSE_WEIGHT, fit
     from ..rotations import matrix_to_quat
 
     t0 = time.perf_counter()
     occ = pointmap.OCCUPANCY_THRESHOLD if occupancy is None else occupancy
     conf = pointmap.CONFIDENCE_THRESHOLD if confidence is None else confidence
     c = arrays["confidence"]
-    if c.size and np.all(c == c.flat[0]):
+    exact = bool(c.size and np.all(c == c.flat[0]))
+    if exact:
         conf = -np.inf  # a ground-truth map: confidence carries nothing
+    if pose_weight is None and not exact:
+        pose_weight = PREDICTED_POSE_WEIGHT
+    if pose_weight is not None:
+        options = dataclasses.replace(options, pose_weight=pose_weight)
     pts = pointmap.extract_points(arrays, occ, conf)
     n = len(pts["P"])
     if n == 0:
@@ -112,7 +124,8 @@ def fit_map(arrays: dict, context, options, solve_focal: bool = False, use_camer
                       "per_bone_median_m": {nm: _r(v) for nm, v in zip(f.joint_names, f.bone_residual)}},
         "flags": f.bone_flags(),
         "body_length_m": _r(f.body_length),
-        "solver": {"name": options.solver, "nfev": int(f.nfev), "converged": bool(f.converged), "cost": _r(f.cost, 9)},
+        "solver": {"name": options.solver, "nfev": int(f.nfev), "converged": bool(f.converged), "cost": _r(f.cost, 9),
+                   "pose_weight": options.pose_weight},
         "timings_s": {k_: round(float(v), 5) for k_, v in timings.items()},
     }
     if cam is not None:
@@ -132,6 +145,8 @@ def run(args) -> int:
     from ..errors import DualPMError
     from ..fit_skeleton import FitOptions, prepare
 
+    if args.pose_weight is not None and not args.pose_weight >= 0:
+        raise DualPMError(f"--pose-weight {args.pose_weight}: must be 0 or more")
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
@@ -148,7 +163,7 @@ def run(args) -> int:
             result = {"map": path}
             result.update(fit_map(pointmap.load(path), context, options, solve_focal=args.solve_focal,
                                   use_camera=not args.no_camera, occupancy=args.occupancy,
-                                  confidence=args.confidence))
+                                  confidence=args.confidence, pose_weight=args.pose_weight))
             flagged = len(result["flags"])
             print(f"[{i}/{len(args.maps)}] {path}: {result['points']['kept']} points, residual "
                   f"{1000 * result['residuals']['median_m']:.1f} mm, {flagged} bone(s) flagged -> {out_path} "
