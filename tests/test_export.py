@@ -63,6 +63,7 @@ def test_metadata_props(exported):
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["input_size"] == "160" and meta["layers"] == "4"
     assert meta["model_version"] == "ckpt-step7" and meta["dualpm_version"]
+    assert meta["occupancy_bias"] == "0.0000,0.0000,0.0000,0.0000"  # not calibrated
 
 
 def test_parity_of_a_batch_of_three(exported):
@@ -74,3 +75,39 @@ def test_parity_of_a_batch_of_three(exported):
 def test_bad_output_name(tmp_path):
     with pytest.raises(DualPMError, match="must end in .onnx"):
         export.run(type("A", (), {"out": str(tmp_path / "x.bin"), "checkpoint": "c"})())
+
+
+def test_calibrated_export_folds_the_bias_into_the_graph(exported, tmp_path):
+    from training import dataset as ds
+
+    net, _, _ = exported
+    val = tmp_path / "val"
+    ds.write_toy_folder(str(val), 3)
+    ckpt = tmp_path / "ckpt"
+    train.save_checkpoint(str(ckpt), "c", net, None, {"step": 1})
+    out, report = tmp_path / "cal.onnx", tmp_path / "cal.json"
+    assert cli.main(["export", str(ckpt / "c.safetensors"), "--out", str(out), "--json", str(report),
+                     "--no-pretrained", "--calibrate", str(val)]) == 0
+    r = json.loads(report.read_text())
+    cal = r["occupancy_calibration"]
+    assert cal["samples"] == 3 and len(cal["bias"]) == 4 and r["worst_relative"] <= export.PARITY_TOLERANCE
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    bias = np.array([float(v) for v in meta["occupancy_bias"].split(",")])
+    assert np.allclose(bias, cal["bias"], atol=1e-4)
+    # the graph's occupancy is sigmoid(the network's logit + the layer's bias)
+    image, mask = export.sample_inputs(1)
+    occ = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        ["occupancy"], {"image": image, "mask": mask})[0]
+    with torch.no_grad():
+        logit = net.eval()(torch.from_numpy(image), torch.from_numpy(mask))["occupancy_logit"].numpy()
+    assert np.allclose(occ, 1 / (1 + np.exp(-(logit + bias[None, :, None, None]))), atol=1e-4)
+
+
+def test_calibration_on_an_empty_folder_is_a_one_line_error(exported, tmp_path, capsys):
+    net, _, _ = exported
+    train.save_checkpoint(str(tmp_path), "c", net, None, {"step": 1})
+    (tmp_path / "empty").mkdir()
+    code = cli.main(["export", str(tmp_path / "c.safetensors"), "--out", str(tmp_path / "x.onnx"),
+                     "--no-pretrained", "--calibrate", str(tmp_path / "empty")])
+    assert code != 0 and "holds no .npz samples" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

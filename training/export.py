@@ -5,7 +5,9 @@ Inputs `image` uint8 [N,160,160,3] and `mask` uint8 [N,160,160]; outputs `P`, `Q
 writing, the model is run by ONNX Runtime (CPU provider, and CUDA where available) on the same
 random batch as torch, and the export fails unless every output agrees within 1e-3 relative
 (max |a - b| / max(|b|, 1e-3 * max|b|) per tensor... see `parity`). The figures go to stderr and,
-with --json, to a file.
+with --json, to a file. `--calibrate VAL_DIR` first chooses a per-layer occupancy logit bias on
+validation renders (training/calibrate.py) and folds it into the graph (metadata
+`occupancy_bias`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def add_arguments(p):
     p.add_argument("--model-version", default="", help="metadata model_version (default: the checkpoint's name and step)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--json", help="write the parity figures here")
+    p.add_argument("--calibrate", metavar="VAL_DIR",
+                   help="validation samples (dualpm synth) on which to calibrate each layer's occupancy threshold "
+                        "(training/calibrate.py); the bias is folded into the graph")
+    p.add_argument("--calibration-samples", type=int, default=48, metavar="N", help="use at most N of them (48)")
     p.add_argument("--no-pretrained", action="store_true", help=argparse_suppress())
 
 
@@ -53,13 +59,13 @@ def sample_inputs(n: int = 2, size: int = 160, seed: int = 0) -> tuple[np.ndarra
     return image, mask
 
 
-def export_onnx(net, path: str, model_version: str, opset: int = 17) -> None:
+def export_onnx(net, path: str, model_version: str, opset: int = 17, occupancy_bias=None) -> None:
     import onnx
 
     net = net.eval().cpu()
     size = net.cfg.size
     image, mask = sample_inputs(1, size)
-    wrapper = ExportWrapper(net).eval()
+    wrapper = ExportWrapper(net, occupancy_bias).eval()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with torch.no_grad():
@@ -70,7 +76,8 @@ def export_onnx(net, path: str, model_version: str, opset: int = 17) -> None:
             opset_version=opset, dynamo=False)
     model = onnx.load(tmp)
     meta = {"dualpm_version": __version__, "model_version": model_version,
-            "input_size": str(size), "layers": str(net.cfg.layers)}
+            "input_size": str(size), "layers": str(net.cfg.layers),
+            "occupancy_bias": ",".join(f"{float(b):.4f}" for b in wrapper.occupancy_bias.flatten())}
     del model.metadata_props[:]
     for k, v in meta.items():
         entry = model.metadata_props.add()
@@ -80,7 +87,8 @@ def export_onnx(net, path: str, model_version: str, opset: int = 17) -> None:
     os.remove(tmp)
 
 
-def parity(net, path: str, providers: list[str] | None = None, n: int = 2, seed: int = 1) -> dict:
+def parity(net, path: str, providers: list[str] | None = None, n: int = 2, seed: int = 1,
+           occupancy_bias=None) -> dict:
     """Largest relative difference per output between torch and ONNX Runtime, per provider.
     Relative to the tensor's largest magnitude (a few elements near zero make per-element ratios
     meaningless)."""
@@ -88,7 +96,7 @@ def parity(net, path: str, providers: list[str] | None = None, n: int = 2, seed:
 
     image, mask = sample_inputs(n, net.cfg.size, seed)
     with torch.no_grad():
-        ref = ExportWrapper(net.eval().cpu())(torch.from_numpy(image), torch.from_numpy(mask))
+        ref = ExportWrapper(net.eval().cpu(), occupancy_bias)(torch.from_numpy(image), torch.from_numpy(mask))
     ref = {k: v.numpy() for k, v in zip(OUTPUTS, ref)}
     available = ort.get_available_providers()
     providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -109,12 +117,25 @@ def run(args) -> int:
     if not args.model_version and os.path.isfile(meta_json):
         with open(meta_json) as f:
             version = f"{version}-step{json.load(f).get('step', 0)}"
+    bias, calibration = None, None
+    if args.calibrate:
+        from training.calibrate import occupancy_bias
+        from training.dataset import list_samples
+
+        files = list_samples(args.calibrate)[: max(args.calibration_samples, 0)]
+        if not files:
+            raise DualPMError(f"--calibrate {args.calibrate}: no samples to calibrate on")
+        print(f"dualpm export: calibrating occupancy on {len(files)} samples of {args.calibrate}", file=sys.stderr)
+        bias, calibration = occupancy_bias(net, files)
+        calibration["data"] = args.calibrate
     print(f"dualpm export: writing {args.out}", file=sys.stderr)
-    export_onnx(net, args.out, version, args.opset)
-    figures = parity(net, args.out)
+    export_onnx(net, args.out, version, args.opset, occupancy_bias=bias)
+    figures = parity(net, args.out, occupancy_bias=bias)
     worst = max(v for p in figures.values() for v in p.values())
     report = {"model": args.out, "model_version": version, "parity": figures, "worst_relative": worst,
               "tolerance": PARITY_TOLERANCE, "bytes": os.path.getsize(args.out)}
+    if calibration is not None:
+        report["occupancy_calibration"] = dict(calibration, bias=[round(float(b), 4) for b in bias])
     print(json.dumps(report, indent=1), file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:

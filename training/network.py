@@ -266,15 +266,20 @@ class DualPMNet(nn.Module):
 
 
 class ExportWrapper(nn.Module):
-    """Exactly the ONNX interface of docs/model_io.md."""
+    """Exactly the ONNX interface of docs/model_io.md. `occupancy_bias` (K,): per-layer logit
+    offsets from training/calibrate.py, folded into the graph (zeros: the network as trained)."""
 
-    def __init__(self, net: DualPMNet):
+    def __init__(self, net: DualPMNet, occupancy_bias=None):
         super().__init__()
         self.net = net
+        bias = torch.zeros(net.cfg.layers) if occupancy_bias is None else torch.as_tensor(occupancy_bias, dtype=torch.float32)
+        if bias.shape != (net.cfg.layers,):
+            raise ValueError(f"occupancy_bias has shape {tuple(bias.shape)}, expected ({net.cfg.layers},)")
+        self.register_buffer("occupancy_bias", bias.view(1, -1, 1, 1))
 
     def forward(self, image, mask):
         o = self.net(image, mask)
-        return o["P"], o["Q"], o["occupancy"], o["confidence"]
+        return o["P"], o["Q"], torch.sigmoid(o["occupancy_logit"] + self.occupancy_bias), o["confidence"]
 
 
 def build(cfg: NetworkConfig | None = None) -> DualPMNet:
