@@ -79,7 +79,7 @@ OUTLIER_FRACTION = 0.08  # residual under its bone's rigid Kabsch, fraction of b
 # FitOptions' pose_weight is tuned on exact maps. A predictor's maps are far noisier (its Q is
 # often a tenth of a body length off), and there the data alone bends limbs into poses no animal
 # takes: a ten times stronger prior lowered the whole pipeline's joint error on held-out renders
-# from 16.7 % to 15.0 % of body length (docs/fitting.md). Used for predicted maps.
+# from 18.0 % to 16.0 % of body length (docs/fitting.md). Used for predicted maps.
 PREDICTED_POSE_WEIGHT = 0.01
 
 
