@@ -19,7 +19,7 @@ def _maps(rng, n=4, size=16):
 
 def test_an_under_confident_layer_gets_a_positive_bias_and_a_calibrated_one_none():
     probs, truth = _maps(np.random.default_rng(0))
-    bias, report = calibrate.choose_bias(probs, truth)
+    bias, report = calibrate.choose_bias(probs, truth, fixed=())
     assert bias[0] == 0.0 and report["threshold"][0] == 0.5  # ties go to 0.5
     assert report["iou_at_0.5"][1] == 0.0 and report["iou_calibrated"][1] == 1.0
     assert 0.05 < report["threshold"][1] < 0.3 and bias[1] > 0
@@ -39,3 +39,10 @@ def test_layer_ious_pools_over_samples():
 def test_no_samples_is_an_error():
     with pytest.raises(DualPMError, match="no validation samples"):
         calibrate.occupancy_bias(None, [])
+
+
+def test_fixed_layers_keep_their_threshold():
+    probs, truth = _maps(np.random.default_rng(1))
+    bias, report = calibrate.choose_bias(probs[:, ::-1], truth, fixed=(0,))  # layer 0 the under-confident one
+    assert bias[0] == 0.0 and report["threshold"][0] == 0.5 and report["iou_calibrated"][0] == 0.0
+    assert calibrate.FIXED_LAYERS == (0,)  # the animal detector's layer

@@ -3,7 +3,7 @@
 The occupancy loss is a plain binary cross-entropy over every pixel, and the hidden layers are
 thin (layers 2-3 cover about a tenth of the pixels that layer 0 does), so their predicted
 probability rarely reaches 0.5: with the usual threshold almost no hidden surface survives. The
-fix here costs nothing at inference: for each layer k the threshold t_k that maximises the
+fix here costs nothing at inference: for each layer k > 0 the threshold t_k that maximises the
 occupancy IoU pooled over validation samples (no mask input) is found, and its logit is folded
 into the exported graph as a bias, occupancy_k = sigmoid(logit_k - logit(t_k)). Everything
 downstream keeps its 0.5 threshold and now reads calibrated probabilities.
@@ -19,6 +19,10 @@ import torch
 from dualpm_addon.errors import DualPMError
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+# Layer 0 is also the animal detector: preprocess finds, crops and refuses ("no animal found")
+# on its 0.5, and moving that threshold changed what was found in real photos (a looser
+# layer 0 made chelsea's region mostly unconfident). It keeps its trained threshold.
+FIXED_LAYERS = (0,)
 
 
 def logit(p: float) -> float:
@@ -37,17 +41,21 @@ def layer_ious(probabilities: np.ndarray, truth: np.ndarray, thresholds=THRESHOL
     return out
 
 
-def choose_bias(probabilities: np.ndarray, truth: np.ndarray, thresholds=THRESHOLDS) -> tuple[np.ndarray, dict]:
+def choose_bias(probabilities: np.ndarray, truth: np.ndarray, thresholds=THRESHOLDS,
+                fixed=FIXED_LAYERS) -> tuple[np.ndarray, dict]:
     """(K,) logit bias and a report {threshold, iou_at_0.5, iou_calibrated} per layer. Ties go to
-    the threshold nearest 0.5, so a layer that is already calibrated keeps bias 0."""
+    the threshold nearest 0.5, so a layer that is already calibrated keeps bias 0; `fixed` layers
+    keep 0.5 (bias 0) whatever their IoU."""
     thresholds = np.asarray(thresholds, np.float64)
+    if 0.5 not in thresholds:
+        thresholds = np.append(thresholds, 0.5)
     ious = layer_ious(probabilities, truth, thresholds)
-    half = layer_ious(probabilities, truth, [0.5])[0]
-    order = np.argsort(np.abs(thresholds - 0.5), kind="stable")  # nearest 0.5 first
+    order = np.argsort(np.abs(thresholds - 0.5), kind="stable")  # 0.5 first, then its neighbours
     best = order[np.argmax(ious[order], axis=0)]
+    best[[k for k in fixed if k < len(best)]] = order[0]
     chosen = thresholds[best]
     bias = np.array([-logit(t) for t in chosen])
-    report = {"threshold": [float(t) for t in chosen], "iou_at_0.5": [round(float(v), 4) for v in half],
+    report = {"threshold": [float(t) for t in chosen], "iou_at_0.5": [round(float(v), 4) for v in ious[order[0]]],
               "iou_calibrated": [round(float(ious[b, k]), 4) for k, b in enumerate(best)]}
     return bias, report
 
