@@ -136,25 +136,31 @@ def evaluate(pred: dict, true: dict, scale: float = 1.0, body_length: float = RE
     return out
 
 
+def _finite_mean(vals) -> float:
+    v = np.asarray([x for x in vals], np.float64)
+    ok = np.isfinite(v)
+    return float(v[ok].mean()) if ok.any() else float("nan")
+
+
+def summarise_fit(errors) -> dict:
+    """fit_joint_error_pct: the mean over the fits that worked; fit_failures: the NaN ones (no
+    animal found, or the fit refused the points)."""
+    errors = list(errors)
+    return {"fit_joint_error_pct": _finite_mean(errors),
+            "fit_failures": int(sum(not np.isfinite(e) for e in errors))}
+
+
 def summarise(rows: list[dict]) -> dict:
     """Mean of every figure over samples (NaN and inf entries skipped and counted)."""
     if not rows:
         return {"samples": 0}
-
-    def mean(vals):
-        v = np.asarray([x for x in vals], np.float64)
-        ok = np.isfinite(v)
-        return float(v[ok].mean()) if ok.any() else float("nan")
-
     out = {"samples": len(rows)}
     for key in ("pck", "mask_iou", "chamfer_cm", "chamfer_aligned_cm", "points_kept"):
-        out[key] = mean(r[key] for r in rows)
+        out[key] = _finite_mean(r[key] for r in rows)
     if any("fit_joint_error_pct" in r for r in rows):
-        errs = [r.get("fit_joint_error_pct", float("nan")) for r in rows]
-        out["fit_joint_error_pct"] = mean(errs)
-        out["fit_failures"] = int(sum(not np.isfinite(e) for e in errs))
+        out.update(summarise_fit(r.get("fit_joint_error_pct", float("nan")) for r in rows))
     out["chamfer_failures"] = int(sum(not np.isfinite(r["chamfer_cm"]) for r in rows))
     k = len(rows[0]["layers"])
-    out["layers"] = [{key: mean(r["layers"][i][key] for r in rows)
+    out["layers"] = [{key: _finite_mean(r["layers"][i][key] for r in rows)
                       for key in ("occupancy_iou", "chamfer_cm", "q_error_m", "true_pixels")} for i in range(k)]
     return out

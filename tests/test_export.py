@@ -111,3 +111,7 @@ def test_calibration_on_an_empty_folder_is_a_one_line_error(exported, tmp_path, 
                      "--no-pretrained", "--calibrate", str(tmp_path / "empty")])
     assert code != 0 and "holds no .npz samples" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+    code = cli.main(["export", str(tmp_path / "c.safetensors"), "--out", str(tmp_path / "x.onnx"),
+                     "--no-pretrained", "--calibrate", str(tmp_path / "empty"), "--calibration-samples", "0"])
+    assert code != 0 and "--calibration-samples 0: must be 1 or more" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

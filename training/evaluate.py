@@ -157,8 +157,8 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
                         own["fit_joint_error_pct"] = fit_joint_error(
                             dict(pred, intrinsics=s["intrinsics"]), joints[j], length, context)
                         if mode == "no_mask":
-                            exact = dict(true, confidence=np.ones_like(true["occupancy"]), intrinsics=s["intrinsics"])
-                            true_fit.append(fit_joint_error(exact, joints[j], length, context, exact=True))
+                            true_map = dict(true, confidence=np.ones_like(true["occupancy"]), intrinsics=s["intrinsics"])
+                            true_fit.append(fit_joint_error(true_map, joints[j], length, context, exact=True))
                     horse = dict(own, chamfer_cm=own["chamfer_cm"] * scale,
                                  chamfer_aligned_cm=own["chamfer_aligned_cm"] * scale)
                     row = {"own": own, "horse": horse, "species": m["species"], "clip": m["clip"]}
@@ -174,9 +174,7 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
             continue
         summary = {mode: _summary(r) for mode, r in rows.items() if r}
         if true_fit:
-            ok = np.isfinite(true_fit)
-            summary["true_maps"] = {"fit_joint_error_pct": float(np.mean(np.asarray(true_fit)[ok])) if ok.any() else None,
-                                    "fit_failures": int((~ok).sum())}
+            summary["true_maps"] = metrics.summarise_fit(true_fit)
         results[split_name] = {
             "samples": len(files),
             **summary,

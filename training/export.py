@@ -122,9 +122,9 @@ def run(args) -> int:
         from training.calibrate import occupancy_bias
         from training.dataset import list_samples
 
-        files = list_samples(args.calibrate)[: max(args.calibration_samples, 0)]
-        if not files:
-            raise DualPMError(f"--calibrate {args.calibrate}: no samples to calibrate on")
+        if args.calibration_samples < 1:
+            raise DualPMError(f"--calibration-samples {args.calibration_samples}: must be 1 or more")
+        files = list_samples(args.calibrate)[: args.calibration_samples]  # it refuses a folder without samples
         print(f"dualpm export: calibrating occupancy on {len(files)} samples of {args.calibrate}", file=sys.stderr)
         bias, calibration = occupancy_bias(net, files)
         calibration["data"] = args.calibrate
