@@ -104,6 +104,19 @@ def test_rig_that_does_not_match_is_refused(tmp_path, glb_dir):
 def test_shipped_template_is_the_baked_horse(templates_dir):
     shipped = template.load_default()
     baked = template.load(os.path.join(templates_dir, "horse.npz"))
-    assert shipped.skeleton.joint_names == baked.skeleton.joint_names
-    assert np.array_equal(shipped.vertices, baked.vertices)
-    assert shipped.clip_names == baked.clip_names
+    # The bake is a computation (Blender's importer, matrix products, float32 rounding), so a
+    # bake on another CPU differs from the shipped file in the last bits (1.17614853 against
+    # 1.17614865 was seen): names, topology and indices must match exactly, floats within a
+    # tolerance far below anything visible. Positions: 1e-5 m (float32 rounding at the horse's
+    # 2.4 m is 2.4e-7 m; a few dozen products accumulate it). Quaternions, offsets and frames:
+    # 1e-4 (4e-6 was measured between two machines; 1e-4 rad is 0.006 degrees).
+    a, b = shipped.to_arrays(), baked.to_arrays()
+    assert sorted(a) == sorted(b)
+    position_tol = {"vertices", "canonical_vertices", "rest_heads", "rest_tails", "clip_root_translation"}
+    for name in a:
+        x, y = a[name], b[name]
+        assert x.shape == y.shape, name
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-5 if name in position_tol else 1e-4, err_msg=name)
+        else:
+            assert np.array_equal(x, y), name

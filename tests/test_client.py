@@ -60,6 +60,14 @@ def test_client_imports_only_stdlib_and_numpy():
     assert out.stdout.strip() == ""
 
 
+def assert_same_prediction(got, want):
+    """The wire carries float32 losslessly, but ONNX Runtime may split a batch of two, or run
+    with another thread count, differently from the in-process call, which reorders float sums
+    on some CPUs: equal within 1e-5 (metres for P and Q; a float16 or rounding bug in transport
+    is 1e-3 or more)."""
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
 def test_local_server_predicts_like_in_process(local, runner):
     assert local.server.alive() and local.url.startswith("http://127.0.0.1:")
     assert local.providers == ["CPUExecutionProvider"] and local.input_size == 160
@@ -69,10 +77,10 @@ def test_local_server_predicts_like_in_process(local, runner):
     assert set(got) == {"P", "Q", "occupancy", "confidence"}
     for k in want:
         assert got[k].dtype == np.float32 and got[k].flags.writeable
-        np.testing.assert_array_equal(got[k], want[k])
+        assert_same_prediction(got[k], want[k])
     batch = local.predict(np.stack([IMAGE, IMAGE[::-1]]))
     assert batch["P"].shape == (2, 4, 160, 160, 3)
-    np.testing.assert_array_equal(batch["Q"][1], runner.predict(IMAGE[::-1])["Q"])
+    assert_same_prediction(batch["Q"][1], runner.predict(IMAGE[::-1])["Q"])
 
 
 def test_preprocess_runs_through_the_client(local, runner):
@@ -82,7 +90,7 @@ def test_preprocess_runs_through_the_client(local, runner):
     a = preprocess.predict_photo(local, photo, source="blob.png")
     b = preprocess.predict_photo(runner, photo, source="blob.png")
     np.testing.assert_array_equal(a["crop_box"], b["crop_box"])
-    np.testing.assert_array_equal(a["P"], b["P"])
+    assert_same_prediction(a["P"], b["P"])
 
 
 def test_server_errors_are_one_line(local):
@@ -155,7 +163,7 @@ def test_cancel_returns_promptly(slow_model):
 def test_attach_to_a_remote_server(server, runner):
     c = InferenceClient(url=server.url, token=server.token).start()
     assert c.server is None
-    np.testing.assert_array_equal(c.predict(IMAGE)["P"], runner.predict(IMAGE)["P"])
+    assert_same_prediction(c.predict(IMAGE)["P"], runner.predict(IMAGE)["P"])
     with pytest.raises(DualPMError, match=r"refused the token \(HTTP 401\)"):
         InferenceClient(url=server.url, token="wrong").start()
     with pytest.raises(DualPMError, match="unknown model 'cat'"):
