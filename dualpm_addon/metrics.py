@@ -14,12 +14,18 @@
 - Per-layer figures: occupancy IoU, Chamfer and mean Q error for each layer.
 - Joint error of a fitted skeleton: the mean distance over the joints both skeletons name, after
   the same translation + scale alignment, in % of the animal's body length (`joint_error_pct`).
+- Rig IoU: the fitted surface (posed mesh, camera space) rasterized through the camera the fit
+  placed it in (silhouette.rasterize), against the true mask: what the artist sees when the rig
+  is looked at through the scene's camera. No alignment: a rig that is the right shape in the
+  wrong place scores low (`rig_iou`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import silhouette
+from .errors import DualPMError
 from .pointmap import CONFIDENCE_THRESHOLD, OCCUPANCY_THRESHOLD
 
 REFERENCE_BODY_LENGTH = 2.4307742714881897  # metres: assets/template_horse.npz, canonical Y extent
@@ -98,6 +104,15 @@ def joint_error_pct(joints: np.ndarray, names, true_joints: np.ndarray, true_nam
     pred = np.asarray(joints, np.float64)[shared]
     true = np.array([truth[names[i]] for i in shared])
     return float(100.0 * np.linalg.norm(align(pred, true) - true, axis=1).mean() / body_length)
+
+
+def rig_iou(vertices_cam: np.ndarray, faces: np.ndarray, intrinsics: np.ndarray, true_mask: np.ndarray) -> float:
+    """IoU of the posed surface's silhouette through `intrinsics` with true_mask (H, W), the
+    silhouette rasterized at the mask's size (pixel centres at integer + 0.5)."""
+    true_mask = np.asarray(true_mask, bool)
+    if true_mask.ndim != 2:
+        raise DualPMError(f"rig_iou: mask has shape {true_mask.shape}, expected (H, W)")
+    return mask_iou(silhouette.rasterize(vertices_cam, faces, intrinsics, true_mask.shape), true_mask)
 
 
 def kept(pred: dict) -> np.ndarray:

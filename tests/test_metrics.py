@@ -99,3 +99,43 @@ def test_summarise_counts_failed_fits():
     s = metrics.summarise([good, bad])
     assert s["fit_joint_error_pct"] == 2.0 and s["fit_failures"] == 1
     assert "fit_joint_error_pct" not in metrics.summarise([metrics.evaluate(m, m)])
+
+
+def _posed_truth(templates_dir, species, seed):
+    """A synthetic render and its species' template mesh posed as the render's ground truth
+    (pose, model_to_world, extrinsics), in the render's camera space."""
+    from dualpm_addon import skinning
+    from training.synthesize import SynthConfig, Synthesizer
+
+    synth = Synthesizer(templates_dir, size=160, layers=2, species=[species],
+                        config=SynthConfig(closeup_probability=0.0), exclude_clips=[], backgrounds_dir=None)
+    s = synth.sample(seed)
+    t = template.load(f"{templates_dir}/{species}.npz")
+    frames = t.skeleton.forward_kinematics(s["rotations"].astype(np.float64), s["root_translation"].astype(np.float64),
+                                           offsets=s["offsets"].astype(np.float64))
+    model = skinning.linear_blend_skinning(t.vertices, t.skin_joints, t.skin_weights, t.skeleton.skinning_matrices(frames))
+    m2c = s["extrinsics"].astype(np.float64) @ s["model_to_world"].astype(np.float64)
+    return s, model @ m2c[:3, :3].T + m2c[:3, 3], t.faces
+
+
+def test_rig_iou_of_the_true_posed_mesh_through_the_true_camera(templates_dir):
+    for species, seed in (("horse", 3), ("wolf", 7)):
+        s, verts, faces = _posed_truth(templates_dir, species, seed)
+        assert s["mask"].sum() > 200
+        good = metrics.rig_iou(verts, faces, s["intrinsics"], s["mask"])
+        assert good >= 0.98  # the ray caster and the rasterizer test the same pixel centres
+        # the same rig a tenth of a body length to the side, or seen through the wrong focal length
+        shift = 0.1 * float(np.ptp(verts[:, 0])) * np.array([1.0, 0.0, 0.0])
+        assert metrics.rig_iou(verts + shift, faces, s["intrinsics"], s["mask"]) < good - 0.1
+        k = np.array(s["intrinsics"], np.float64)
+        k[:2, :2] *= 1.3
+        assert metrics.rig_iou(verts, faces, k, s["mask"]) < good - 0.1
+
+
+def test_rig_iou_needs_a_two_dimensional_mask():
+    import pytest
+
+    from dualpm_addon.errors import DualPMError
+
+    with pytest.raises(DualPMError, match="mask"):
+        metrics.rig_iou(np.zeros((3, 3)), np.array([[0, 1, 2]]), np.eye(3), np.zeros((2, 2, 2), bool))
