@@ -1,10 +1,13 @@
-"""A preview image without a GPU: the photo beside the reconstruction seen from a novel view.
+"""A preview image without a GPU: the photo, the rig over the photo, and a novel view.
 
 Background Blender has no GPU context, and a Cycles render of a point cloud takes seconds, so the
 batch command draws its preview here with numpy: points splatted as small discs through a
 z-buffer (np.minimum.at over pixel indices, nearest point wins), shaded darker with depth, and
-the fitted skeleton drawn on top. `write_png` is a stdlib (zlib) PNG writer, so neither Pillow
-nor bpy is needed to save it.
+the fitted skeleton drawn on top. Given the fitted surface and the photo's intrinsics, a panel
+between the two shows the photo with the rig seen through the photo's own camera: the surface's
+silhouette (silhouette.rasterize) lightly tinted with its outline in a bright colour, and the
+bones on top. "Does it line up?" is the artist's first question, and this panel answers it.
+`write_png` is a stdlib (zlib) PNG writer, so neither Pillow nor bpy is needed to save it.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import zlib
 
 import numpy as np
 
-from . import camera
+from . import camera, silhouette
 from .atomic import write_bytes
 from .errors import DualPMError
 
 BACKGROUND = (38, 40, 46)
 BONE_COLOUR = (255, 200, 40)
+OUTLINE_COLOUR = (0, 255, 255)  # cyan: stands out on fur, grass and sky, and from the yellow bones
+TINT = 0.18  # how much of the outline colour fills the silhouette: the photo stays readable
 
 
 def resize_nearest(img: np.ndarray, height: int) -> np.ndarray:
@@ -82,7 +87,7 @@ def splat(points_cam: np.ndarray, colours: np.ndarray, k: np.ndarray, size: int,
 def draw_segments(img: np.ndarray, a_cam: np.ndarray, b_cam: np.ndarray, k: np.ndarray,
                   colour=BONE_COLOUR, width_px: int = 1) -> np.ndarray:
     """Line segments between camera-space points (S, 3) drawn on top of everything."""
-    size = img.shape[0]
+    height, width = img.shape[:2]
     ua, ub = camera.project(a_cam, k), camera.project(b_cam, k)
     ok = (a_cam[:, 2] > 1e-6) & (b_cam[:, 2] > 1e-6)
     for p0, p1 in zip(ua[ok], ub[ok]):
@@ -92,7 +97,7 @@ def draw_segments(img: np.ndarray, a_cam: np.ndarray, b_cam: np.ndarray, k: np.n
         for dx in range(-width_px + 1, width_px):
             for dy in range(-width_px + 1, width_px):
                 u, v = pts[:, 0] + dx, pts[:, 1] + dy
-                m = (u >= 0) & (u < size) & (v >= 0) & (v < img.shape[0])
+                m = (u >= 0) & (u < width) & (v >= 0) & (v < height)
                 img[v[m], u[m]] = colour
     return img
 
@@ -106,13 +111,61 @@ def skeleton_segments(heads: np.ndarray, parents, keep=None) -> np.ndarray:
     return np.array(segs, dtype=np.float64).reshape(-1, 2, 3)
 
 
+def overlay_panel(photo_rgb: np.ndarray, vertices_cam: np.ndarray, faces: np.ndarray, intrinsics: np.ndarray,
+                  height: int | None = None, joints_cam: np.ndarray | None = None, parents=None,
+                  keep=None) -> np.ndarray:
+    """The photo (scaled to `height`, default its own) with the rig drawn through its camera.
+
+    vertices_cam (V, 3) the posed surface in the photo's camera space (OpenCV, metres), faces
+    (F, 3), intrinsics (3, 3) in the photo's pixels; joints_cam (J, 3) with parents (J,) draws
+    the bones (`keep` as in skeleton_segments)."""
+    photo_rgb = np.asarray(photo_rgb)
+    if photo_rgb.ndim != 3 or photo_rgb.shape[2] != 3:
+        raise DualPMError(f"preview: photo has shape {photo_rgb.shape}, expected (H, W, 3)")
+    k = np.asarray(intrinsics, dtype=np.float64)
+    if k.shape != (3, 3):
+        raise DualPMError(f"preview: intrinsics have shape {k.shape}, expected (3, 3)")
+    h, w = photo_rgb.shape[:2]
+    img = resize_nearest(photo_rgb.astype(np.uint8), int(height or h)).copy()
+    # Continuous pixel coordinates scale with the image (pixel edges stay on integers).
+    k = np.diag([img.shape[1] / w, img.shape[0] / h, 1.0]) @ k
+    sil = silhouette.rasterize(vertices_cam, faces, k, img.shape[:2])
+    tinted = img[sil].astype(np.float32) * (1.0 - TINT) + np.array(OUTLINE_COLOUR, np.float32) * TINT
+    img[sil] = np.clip(tinted, 0, 255).astype(np.uint8)
+    img[silhouette.outline(sil, max(2, int(round(img.shape[0] / 240))))] = OUTLINE_COLOUR
+    if joints_cam is not None and parents is not None:
+        seg = skeleton_segments(joints_cam, parents, keep)
+        if len(seg):
+            draw_segments(img, seg[:, 0], seg[:, 1], k, width_px=max(1, int(round(img.shape[0] / 480)) + 1))
+    return img
+
+
+def overlay(photo_rgb: np.ndarray, reconstruction, height: int | None = None) -> np.ndarray:
+    """overlay_panel of a pipeline.Reconstruction: its fitted surface and bones (skinned bones
+    only, as the novel view draws them) through its photo_intrinsics."""
+    photo_rgb = np.asarray(photo_rgb)
+    rec, fit = reconstruction, reconstruction.fit
+    if tuple(photo_rgb.shape[:2]) != tuple(int(v) for v in rec.photo_size):
+        raise DualPMError(f"preview: photo is {photo_rgb.shape[1]}x{photo_rgb.shape[0]} but the reconstruction's "
+                          f"camera is for {rec.photo_size[1]}x{rec.photo_size[0]}")
+    tpl, n = rec.template, fit.rest_skeleton.num_joints
+    skinned = np.bincount(tpl.skin_joints[tpl.skin_weights > 0], minlength=n)[:n] > 0
+    return overlay_panel(photo_rgb, fit.posed_vertices, fit.faces, rec.photo_intrinsics, height,
+                         fit.joints, fit.rest_skeleton.parents, skinned)
+
+
 def render(photo_rgb: np.ndarray, points_model: np.ndarray, colours: np.ndarray,
            segments: np.ndarray | None = None, height: int = 480, azimuth_deg: float = -35.0,
-           elevation_deg: float = 18.0) -> np.ndarray:
-    """The photo (scaled to `height`) beside a height x height novel view of the reconstruction.
+           elevation_deg: float = 18.0, overlay_vertices: np.ndarray | None = None,
+           overlay_faces: np.ndarray | None = None, overlay_joints: np.ndarray | None = None,
+           parents=None, intrinsics: np.ndarray | None = None, overlay_keep=None) -> np.ndarray:
+    """The photo (scaled to `height`) beside a height x height novel view of the reconstruction;
+    with overlay_vertices (V, 3), overlay_faces and intrinsics, the overlay panel in between.
 
     points_model (N, 3) and the skeleton's segments (S, 2, 3) are in the animal's Z-up model
-    space (the fit's model_to_camera inverted), colours (N, 3) uint8."""
+    space (the fit's model_to_camera inverted), colours (N, 3) uint8. The overlay's arrays are in
+    the photo's camera space: the fit's posed_vertices, faces, joints (with parents, and
+    overlay_keep as skeleton_segments' keep) and the photo's intrinsics (3, 3, photo pixels)."""
     photo_rgb = np.asarray(photo_rgb)
     points_model = np.asarray(points_model, dtype=np.float64)
     if photo_rgb.ndim != 3 or photo_rgb.shape[2] != 3:
@@ -127,9 +180,14 @@ def render(photo_rgb: np.ndarray, points_model: np.ndarray, colours: np.ndarray,
     if segments is not None and len(segments):
         seg = np.asarray(segments, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
         draw_segments(right, seg[:, 0], seg[:, 1], k, width_px=max(1, radius // 2 + 1))
-    gap = np.empty((height, 4, 3), np.uint8)
-    gap[:] = (0, 0, 0)
-    return np.concatenate([left, gap, right], axis=1)
+    gap = np.zeros((height, 4, 3), np.uint8)
+    panels = [left, gap]
+    if overlay_vertices is not None:
+        if overlay_faces is None or intrinsics is None:
+            raise DualPMError("preview: the overlay needs overlay_faces and intrinsics with overlay_vertices")
+        panels += [overlay_panel(photo_rgb, overlay_vertices, overlay_faces, intrinsics, height,
+                                 overlay_joints, parents, overlay_keep), gap]
+    return np.concatenate(panels + [right], axis=1)
 
 
 def encode_png(img: np.ndarray) -> bytes:
