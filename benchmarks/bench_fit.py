@@ -75,7 +75,7 @@ def evaluate(species_list, count: int, source: str, options=None, conditions=Non
              progress=None) -> dict:
     """{species: {condition: {"fit_own", "base_own", "fit_cal", "base_cal": [per scene %]}},
     "rest_gap": {species: %}} for `count` scenes per species."""
-    from dualpm_addon import fit_skeleton as fs
+    from dualpm_addon import fitting as fs
     from tests import fit_fixtures as fx
 
     ctx = context or fs.prepare()
@@ -116,7 +116,7 @@ def time_fit(repeats: int = 5, n_points: int = 20000, species=SPECIES) -> dict:
     and as this process's CPU time. The machine is shared: with other jobs running, wall time
     grows with the load while CPU time (the fit is single-threaded) stays what an idle machine's
     wall time would be."""
-    from dualpm_addon import fit_skeleton as fs
+    from dualpm_addon import fitting as fs
     from tests import fit_fixtures as fx
 
     ctx = fs.prepare()

@@ -179,7 +179,7 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
                   timings: dict | None = None) -> Reconstruction:
     """The part after inference: points, fit and rest positions, from a photo's dual point map
     (preprocess.predict_photo's dict: the crop's map with crop_box, photo_size and focal_mm)."""
-    from . import fit_skeleton
+    from . import fitting as fit_skeleton
     from . import template as template_mod
 
     settings = settings or Settings()
@@ -235,7 +235,7 @@ _CACHE: dict = {}
 
 def fit_context(template):
     """The fit's per-template context (correspondence index, pose prior), built once (~0.2 s)."""
-    from . import fit_skeleton
+    from . import fitting as fit_skeleton
 
     key = id(template)
     if _CACHE.get("key") != key:

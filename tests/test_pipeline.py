@@ -102,7 +102,7 @@ def test_job_cancel_sets_the_flag_and_runs_the_hooks_promptly():
 
 
 def test_from_pointmap_fits_with_the_predicted_map_prior_and_records_it(horse):
-    from dualpm_addon import fit_skeleton
+    from dualpm_addon import fitting as fit_skeleton
     from tests import fit_fixtures as fx
 
     pm = fx.to_point_map(fx.sample_scene(horse, clip="Eating", frame=20, seed=8, size=64), size=64, layers=4)

@@ -3,7 +3,7 @@
 Per map: keep the points (occupancy > --occupancy and confidence >= --confidence; a map whose
 confidence is the same everywhere, a ground-truth map, is kept on occupancy alone), place the
 cloud so that it reprojects onto its pixels (fit_camera; --solve-focal when the map's focal
-length is not to be trusted), fit the skeleton (fit_skeleton; a predicted map with the stronger pose prior
+length is not to be trusted), fit the skeleton (fitting; a predicted map with the stronger pose prior
 fit_skeleton.PREDICTED_POSE_WEIGHT, an exact one with FitOptions' default, unless --pose-weight)
 and write NAME.json:
 
@@ -69,7 +69,7 @@ def fit_map(arrays: dict, context, options, solve_focal: bool = False, use_camer
     from .. import pointmap
     from ..errors import DualPMError
     from ..fit_camera import fit_camera
-    from ..fit_skeleton import PREDICTED_POSE_WEIGHT, fit
+    from ..fitting import PREDICTED_POSE_WEIGHT, fit
     from ..rotations import matrix_to_quat
 
     t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def fit_map(arrays: dict, context, options, solve_focal: bool = False, use_camer
 def run(args) -> int:
     from .. import pointmap
     from ..errors import DualPMError
-    from ..fit_skeleton import FitOptions, prepare
+    from ..fitting import FitOptions, prepare
 
     if args.pose_weight is not None and not args.pose_weight >= 0:
         raise DualPMError(f"--pose-weight {args.pose_weight}: must be 0 or more")

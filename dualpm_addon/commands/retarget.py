@@ -50,7 +50,7 @@ def _mesh(tpl, vertices) -> dict:
 def _fitted_rig(path: str):
     """The instance's rest skeleton from `dualpm fit`'s NAME.json, and the default template's
     mesh carried onto it by the fitted scales."""
-    from ..fit_skeleton import instance_rest_points
+    from ..fitting import instance_rest_points
     from ..skeleton import Skeleton
 
     try:

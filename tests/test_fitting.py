@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from dualpm_addon import cli, pointmap
-from dualpm_addon import fit_skeleton as fs
+from dualpm_addon import fitting as fs
+from dualpm_addon.fitting.align import group_median, robust_similarity
 from dualpm_addon.errors import DualPMError
-from dualpm_addon.rotations import quat_from_axis_angle, quat_to_matrix
+from dualpm_addon.rotations import matrix_from_axis_angle, quat_from_axis_angle, quat_to_matrix
 from dualpm_addon.skinning import linear_blend_skinning
 from tests import fit_fixtures as fx
 
@@ -175,7 +176,7 @@ def test_hidden_side_is_flagged_and_mirrors_the_visible_one(ctx, horse):
         assert np.allclose(quat_to_matrix(f.rotations[j]), mirrored, atol=1e-9)
     prior = fs.fit(half["P"], half["Q"], ctx, fs.FitOptions(unsupported="prior"))
     j = sk.index(f"FrontLowerLeg.{far}")
-    assert np.allclose(quat_to_matrix(prior.rotations[j]), fs.matrix_from_axis_angle(ctx.prior.mean[j]))
+    assert np.allclose(quat_to_matrix(prior.rotations[j]), matrix_from_axis_angle(ctx.prior.mean[j]))
 
 
 def test_mirror_rotation_mirrors_positions(horse):
@@ -195,25 +196,6 @@ def test_mirror_rotation_mirrors_positions(horse):
 
 # -- the least-squares machinery -------------------------------------------------------------------
 
-def test_analytic_jacobian_matches_finite_differences(ctx, horse):
-    from dualpm_addon import correspondence as corr
-
-    scene = fx.sample_scene(horse, seed=7, n_points=150)
-    m = corr.match(ctx.index, scene["Q"])
-    free = np.nonzero(~ctx.fixed)[0]
-    prob = fs._ChainProblem(ctx, scene["Q"], scene["P"], m.skin_joints, m.skin_weights, free,
-                            np.tile(np.eye(3), (horse.skeleton.num_joints, 1, 1)), 0.5, 0.01, 0.02)
-    x = np.random.default_rng(1).normal(0, 0.3, prob.n_params)
-    jac = prob.jacobian(x).toarray()
-    num = np.zeros_like(jac)
-    for i in range(prob.n_params):
-        d = np.zeros_like(x)
-        d[i] = 1e-6
-        num[:, i] = (prob.residuals(x + d) - prob.residuals(x - d)) / 2e-6
-    assert np.abs(jac - num).max() < 1e-6 * max(1.0, np.abs(num).max())
-    assert np.allclose(prob.data_jacobian(x), jac[: prob.n_data_rows])
-
-
 def test_scipy_least_squares_reaches_the_same_fit(ctx, horse_scene, horse_fit):
     f = fs.fit(horse_scene["P"], horse_scene["Q"], ctx, fs.FitOptions(solver="scipy"))
     assert np.abs(f.joints - horse_fit.joints).max() < 0.01 * horse_scene["body_length"]
@@ -226,14 +208,14 @@ def test_robust_similarity_ignores_a_third_of_outliers():
     dst = 0.7 * src @ r.T + np.array([1.0, 2.0, 8.0])
     bad = rng.choice(400, 130, replace=False)
     dst[bad] = rng.uniform(-5, 5, (130, 3)) + np.array([0, 0, 20.0])
-    r_, t_, s_ = fs.robust_similarity(src, dst, threshold=0.05, rng=rng)
+    r_, t_, s_ = robust_similarity(src, dst, threshold=0.05, rng=rng)
     assert np.isclose(s_, 0.7, rtol=1e-3) and np.allclose(r_, r, atol=1e-3)
 
 
 def test_group_median():
     rng = np.random.default_rng(0)
     v, g = rng.random(500), rng.integers(0, 6, 500)
-    med = fs.group_median(v, g, 8)
+    med = group_median(v, g, 8)
     for i in range(6):
         s = np.sort(v[g == i])
         assert med[i] == s[(len(s) - 1) // 2]

@@ -1,0 +1,52 @@
+"""Starting points for the photo fit: facings and poses. The photo fit's cost has many local
+minima (a head-to-tail flip reprojects the trunk almost as well), so it is started from each of
+these and the lowest cost is kept.
+
+Facings: upright, the body's forward axis (model -Y) turned to one of 8 directions in the
+camera's horizontal plane (right, left, away, toward the camera and the diagonals); the camera's
+own tilt is left to the solve.
+Poses: frames of the reference template's clips (standing, walking, galloping, head down while
+eating, lying on its side at the end of Death), and authored ones the clips lack (poses.py:
+lying on the belly with the head up, sitting).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..rotations import quat_to_matrix
+
+FACINGS_DEG = (0, 45, 90, 135, 180, 225, 270, 315)  # 0: facing camera-right, 90: away, 270: toward
+# (name, clip, where in the clip 0..1)
+CLIP_POSES = (("standing", "Idle", 0.0), ("walking", "Walk", 0.5), ("galloping", "Gallop", 0.35),
+              ("eating", "Eating", 0.5), ("lying_side", "Death", 1.0))
+
+
+def facing_rotation(degrees: float) -> np.ndarray:
+    """(3, 3) model -> camera rotation of an upright animal facing the camera-space direction
+    (cos a, 0, sin a): model +Z goes to camera up (-y), model -Y to that direction."""
+    a = np.radians(degrees)
+    d = np.array([np.cos(a), 0.0, np.sin(a)])
+    up = np.array([0.0, -1.0, 0.0])
+    r = np.empty((3, 3))
+    r[:, 1], r[:, 2] = -d, up
+    r[:, 0] = np.cross(r[:, 1], r[:, 2])
+    return r
+
+
+def clip_poses(template) -> list[tuple[str, np.ndarray]]:
+    """(name, local rotations (J, 3, 3)) of CLIP_POSES found in the template's clips."""
+    out = []
+    for name, clip, at in CLIP_POSES:
+        if clip not in template.clip_names:
+            continue
+        c = template.clip(clip)
+        frame = int(round(at * (c.num_frames - 1)))
+        out.append((name, quat_to_matrix(np.asarray(c.rotations[frame], dtype=np.float64))))
+    return out
+
+
+def authored_poses(template) -> list[tuple[str, np.ndarray]]:
+    from .poses import authored
+
+    return authored(template)

@@ -1,0 +1,224 @@
+"""The photo fit: the rig placed on the animal in the photo ("To The Point", Kokkinos et al. 2021:
+regress correspondences, then solve camera and deformation by minimising reprojection error).
+
+The predicted 3D points P are the network's weakest output on real photos; the photo's own
+evidence is stronger. Beside P (down-weighted), the objective asks that each visible pixel's Q,
+as a posed template point, project back onto that pixel (terms/reprojection.py), and that the
+posed surface, projected, fill the animal's mask and stay inside it (terms/silhouette.py). The
+camera's focal length (held near the EXIF value when the photo has one) and the distance are
+solved with the pose, and each body part gets a thickness scale that the outline sets.
+
+Hypotheses (hypotheses.py): the 3D fit's own solution, upright facings in 8 directions, then the
+two best of those with each clip and authored pose; each is solved for the root alone (a few
+iterations), the best is refined with every parameter, and the lowest cost is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .. import correspondence as corr
+from ..errors import DualPMError
+from ..rotations import matrix_from_axis_angle, matrix_to_quat, quat_to_axis_angle
+from . import hypotheses, solver, terms
+from .blas import single_threaded_blas
+from .chain import BoundPoints
+from .fit import FitOptions, finish, point_terms, run_solver, setup
+from .rig import FitContext, prepare
+from .support import check_points, stratified
+
+
+@dataclass(frozen=True)
+class PhotoOptions:
+    """Knobs of the photo fit; the defaults are what docs/fitting.md measures.
+
+    fit: the 3D fit's options (pose and scale priors, subsets, seed), also the start.
+    points3d_weight, reprojection_weight, inside_weight, fill_weight: the terms' weights.
+    reprojection_f_scale, silhouette_f_scale: robust scales, fractions of the crop's side.
+    focal_sigma: log focal spread without EXIF (with EXIF: exif_focal_sigma).
+    thickness_weight: prior on the per-part thickness log scales.
+    max_reprojection, vertex_samples: subset sizes (visible points, mesh vertices).
+    hypotheses: try the facings and poses (False: start from the 3D fit only).
+    root_iterations, final_iterations: LM iterations of the root-only and the full solves.
+    """
+
+    fit: FitOptions = field(default_factory=lambda: FitOptions(pose_weight=0.01))
+    points3d_weight: float = 0.1
+    reprojection_weight: float = 1.0
+    inside_weight: float = 1.0
+    fill_weight: float = 1.0
+    reprojection_f_scale: float = 0.02
+    silhouette_f_scale: float = 0.02
+    focal_sigma: float = 0.3
+    exif_focal_sigma: float = 0.02
+    thickness_weight: float = 2.0
+    max_reprojection: int = 300
+    vertex_samples: int = 500
+    hypotheses: bool = True
+    root_iterations: int = 4
+    final_iterations: int = 12
+
+
+def _vertex_samples(template, n: int) -> np.ndarray:
+    """Evenly spread mesh vertex ids (a fixed stride over a spatial sort, deterministic)."""
+    v = np.asarray(template.vertices)
+    order = np.lexsort((v[:, 2], v[:, 0], v[:, 1]))
+    return np.sort(order[np.linspace(0, len(v) - 1, min(n, len(v))).round().astype(np.int64)])
+
+
+def _visible(points: dict, ctx: FitContext, options: PhotoOptions, rng):
+    """The layer-0 points whose Q matches the template: their Q, pixels (x, y), weights and skin."""
+    layer = np.asarray(points.get("layer", np.zeros(len(points["Q"]))))
+    vis = np.nonzero(layer == 0)[0]
+    q = np.asarray(points["Q"], dtype=np.float64)[vis]
+    m = corr.match(ctx.index, q, k=options.fit.k_nearest)
+    ok = np.nonzero(m.valid)[0]
+    if len(ok) < 10:
+        return None
+    pick = ok[stratified(m.dominant[ok], max(options.max_reprojection // 8, 8), options.max_reprojection, rng)]
+    uv = np.asarray(points["pixel"], dtype=np.float64)[vis[pick]][:, ::-1] + 0.5
+    conf = np.asarray(points.get("confidence", np.ones(len(layer))), dtype=np.float64)[vis[pick]]
+    return q[pick], uv, conf / max(conf.mean(), 1e-9), m.skin_joints[pick], m.skin_weights[pick]
+
+
+def _place(x, model, r, centre_uv, depth, k, rest_centre):
+    """x with root rotation r, and the translation that puts the scaled rest centre at `depth`
+    on the ray through pixel centre_uv."""
+    x = x.copy()
+    x[0:3] = quat_to_axis_angle(matrix_to_quat(r))
+    ray = np.linalg.solve(k, np.array([centre_uv[0], centre_uv[1], 1.0]))
+    x[3:6] = ray / ray[2] * depth - r @ (np.exp(x[6]) * rest_centre)
+    return x
+
+
+def fit_to_photo(points: dict, intrinsics: np.ndarray, mask: np.ndarray | None = None,
+                 context: FitContext | None = None, options: PhotoOptions | None = None,
+                 focal_known: bool = False):
+    """Fit the rig to a photo's dual point map.
+
+    points: pointmap.extract_points' dict (P, Q, layer, pixel (row, col) in the crop grid,
+    confidence); intrinsics (3, 3) of that grid; mask (size, size) bool, the animal in the grid
+    (None: no silhouette terms). Returns a SkeletonFit whose `intrinsics` is the solved camera of
+    the grid and whose `photo` dict records the hypotheses and the cost per term.
+    """
+    with single_threaded_blas():
+        return _fit_to_photo(points, intrinsics, mask, context, options or PhotoOptions(), focal_known)
+
+
+def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: bool):
+    timings = {}
+    tic = time.perf_counter()
+    fo = options.fit
+    p, q = check_points(points["P"], points["Q"], "fit")
+    k = np.asarray(k, dtype=np.float64)
+    if k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0:
+        raise DualPMError(f"fit: intrinsics must be a finite (3, 3) camera matrix, got shape {k.shape}")
+    size = float(max(k[0, 2], k[1, 2]) * 2)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.ndim != 2 or not mask.any():
+            raise DualPMError(f"fit: the mask must be a non-empty (H, W) image, got shape {mask.shape}")
+        size = float(max(mask.shape))
+    ctx = context if isinstance(context, FitContext) else prepare(context)
+    template = ctx.template
+    rng = np.random.default_rng(fo.seed)
+    st = setup(p, q, ctx, fo, rng, photo=True, timings=timings)
+    tic = time.perf_counter()
+    model = st.model
+    objective = point_terms(st, fo, options.points3d_weight)
+    vis = _visible(points, ctx, options, rng)
+    if vis is not None:
+        vq, uv, conf, vj, vw = vis
+        objective.append(terms.Reprojection(BoundPoints(model, vq, vj, vw), uv, k, size, conf,
+                                            options.reprojection_weight, "soft_l1", options.reprojection_f_scale))
+    if mask is not None:
+        ids = _vertex_samples(template, options.vertex_samples)
+        verts = BoundPoints(model, np.asarray(template.vertices)[ids], np.asarray(template.skin_joints)[ids],
+                            np.asarray(template.skin_weights)[ids])
+        objective.append(terms.SilhouetteInside(verts, mask, k, options.inside_weight, "soft_l1",
+                                                options.silhouette_f_scale))
+        objective.append(terms.SilhouetteFill(verts, mask, k, options.fill_weight, "soft_l1",
+                                              options.silhouette_f_scale))
+    objective.append(terms.FocalPrior(model, options.exif_focal_sigma if focal_known else options.focal_sigma))
+    objective.append(terms.ThicknessPrior(model, options.thickness_weight))
+    timings["terms"] = time.perf_counter() - tic
+
+    # -- hypotheses --------------------------------------------------------------------------
+    tic = time.perf_counter()
+    x3d = run_solver(point_terms(st, fo), st.x0, replace(fo, solver="lm")).x  # the 3D fit's answer
+    starts = [("fit3d", x3d, model.fixed_rot)]
+    tried = []
+    if options.hypotheses:
+        if mask is not None:
+            rows, cols = np.nonzero(mask)
+            centre = np.array([cols.mean() + 0.5, rows.mean() + 0.5])
+        else:
+            centre = uv.mean(axis=0) if vis is not None else np.array([k[0, 2], k[1, 2]])
+        depth = float((matrix_from_axis_angle(x3d[0:3]) @ (np.exp(x3d[6]) * _rest_centre(template)) + x3d[3:6])[2])
+        depth = depth if depth > 0 else float(np.median(p[:, 2]))
+        rest_x = x3d.copy()
+        rest_x[7:model.col_scale] = ctx.prior.mean[model.free].ravel()
+        for deg in hypotheses.FACINGS_DEG:
+            r = hypotheses.facing_rotation(deg)
+            starts.append((f"facing_{deg}", _place(rest_x, model, r, centre, depth, k, _rest_centre(template)),
+                           model.fixed_rot))
+    solved = []
+    for name, x0, fixed in starts:
+        model.set_fixed(fixed)
+        sol = solver.levenberg_marquardt(objective, x0, options.root_iterations, fo.tol, model.active(True))
+        solved.append((sol.cost, name, sol.x, fixed))
+        tried.append({"name": name, "root_cost": sol.cost})
+    solved.sort(key=lambda s: s[0])
+    if options.hypotheses:
+        poses = hypotheses.clip_poses(template) + hypotheses.authored_poses(template)
+        for _, base, xb, _ in solved[:2]:
+            for pname, local in poses:
+                x0 = xb.copy()
+                x0[7:model.col_scale] = quat_to_axis_angle(matrix_to_quat(local[model.free])).ravel()
+                fixed = model.fixed_rot.copy()
+                still = np.setdiff1d(np.arange(len(fixed)), model.free)
+                fixed[still] = np.where(ctx.fixed[still, None, None], fixed[still], local[still])
+                model.set_fixed(fixed)
+                sol = solver.levenberg_marquardt(objective, x0, options.root_iterations, fo.tol, model.active(True))
+                solved.append((sol.cost, f"{base}+{pname}", sol.x, fixed))
+                tried.append({"name": f"{base}+{pname}", "root_cost": sol.cost})
+        model.set_fixed(starts[0][2])
+        solved.sort(key=lambda s: s[0])
+    timings["hypotheses"] = time.perf_counter() - tic
+
+    # -- refinement of the best --------------------------------------------------------------
+    tic = time.perf_counter()
+    best = None
+    for c0, name, x0, fixed in solved[:2]:
+        model.set_fixed(fixed)
+        sol = solver.levenberg_marquardt(objective, x0, options.final_iterations, fo.tol)
+        if best is None or sol.cost < best[0].cost:
+            best = (sol, name, fixed)
+    sol, name, fixed = best
+    model.set_fixed(fixed)
+    timings["solve"] = time.perf_counter() - tic
+    out = finish(st, p, q, sol.x, sol, fo, timings)
+    kk = k.copy()
+    kk[0, 0] *= np.exp(model.log_focal(sol.x))
+    kk[1, 1] *= np.exp(model.log_focal(sol.x))
+    out.intrinsics = kk
+    out.photo = {"hypothesis": name, "hypotheses_tried": len(tried),
+                 "cost_terms": {n: round(v, 6) for n, v in solver.breakdown(objective, sol.x).items()},
+                 "focal_factor": float(np.exp(model.log_focal(sol.x))),
+                 "thickness": {pn: float(t) for (pn, _), t in zip(_parts(), np.exp(model.thickness_block(sol.x)))},
+                 "visible_points": 0 if vis is None else int(len(vis[0])), "mask": mask is not None}
+    return out
+
+
+def _parts():
+    from .rig import PARTS
+
+    return PARTS
+
+
+def _rest_centre(template) -> np.ndarray:
+    v = np.asarray(template.vertices)
+    return (v.min(axis=0) + v.max(axis=0)) / 2

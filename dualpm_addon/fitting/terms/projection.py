@@ -1,0 +1,34 @@
+"""Pinhole projection through the fitted camera and its derivatives, shared by the 2D terms.
+
+The camera is the crop's intrinsics k with both focal lengths times exp(log_focal); pixel
+centres at integer + 0.5, as everywhere (camera.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_DEPTH = 1e-3  # metres: a point behind or at the camera is held just in front of it
+
+
+def project(c: np.ndarray, k: np.ndarray, log_focal: float):
+    """uv (N, 2) pixels, d uv / d c (N, 2, 3), d uv / d log_focal (N, 2)."""
+    f = np.exp(log_focal)
+    fx, fy, cx, cy = k[0, 0] * f, k[1, 1] * f, k[0, 2], k[1, 2]
+    z = np.maximum(c[:, 2], MIN_DEPTH)
+    a, b = c[:, 0] / z, c[:, 1] / z
+    uv = np.stack([fx * a + cx, fy * b + cy], axis=1)
+    d = np.zeros((len(c), 2, 3))
+    d[:, 0, 0] = fx / z
+    d[:, 0, 2] = -fx * a / z
+    d[:, 1, 1] = fy / z
+    d[:, 1, 2] = -fy * b / z
+    d[c[:, 2] < MIN_DEPTH, :, 2] = 0.0
+    return uv, d, np.stack([fx * a, fy * b], axis=1)
+
+
+def chain_rule(d_uv_dc: np.ndarray, d_uv_dlf: np.ndarray, jc: np.ndarray, col_focal: int) -> np.ndarray:
+    """(N, 2, n_params) d uv / d x from d c / d x (N, 3, n_params)."""
+    j = np.einsum("nab,nbp->nap", d_uv_dc, jc)
+    if col_focal >= 0:
+        j[:, :, col_focal] += d_uv_dlf
+    return j
