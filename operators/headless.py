@@ -1,7 +1,7 @@
 """The batch pipeline: `dualpm reconstruct PHOTO... --out DIR` and `blender -b --python-expr`.
 
-    dualpm reconstruct PHOTO... --out DIR [--mask FILE] [--bvh FILE] [--server URL --token T]
-                       [--device auto|cpu|cuda] [--model FILE]
+    dualpm reconstruct PHOTO... --out DIR [--mask FILE | --mask-dir DIR] [--bvh FILE]
+                       [--server URL --token T] [--device auto|cpu|cuda] [--model FILE]
 
     blender -b --python-expr "import sys, bl_ext.user_default.dualpm.operators.headless as h; \\
         sys.exit(h.main(['photo.jpg', '--out', 'out']))"
@@ -10,13 +10,20 @@ Per photo NAME (the file's stem; a second photo with the same stem gets NAME_2):
 reconstruction's collection as the panel makes it, the photo packed in, the scene's camera and
 render size the photo's), NAME.glb (rig, skinned surface, camera, the action with --bvh),
 NAME.png (the photo beside the reconstruction from a novel view, preview.render) and NAME.json
-(per-stage timings, points kept, bones fitted, fit residual, model version, or the reason it
-failed). Each file is written under a temporary name and renamed when complete; NAME.json comes
-last, and a failed photo's stale NAME.blend/.glb/.png from an earlier run are removed, so what is
-in DIR always agrees with NAME.json.
+(per-stage timings, points kept, bones fitted, fit residual, model version, the mask it used, or
+the reason it failed). Each file is written under a temporary name and renamed when complete;
+NAME.json comes last, and a failed photo's stale NAME.blend/.glb/.png from an earlier run are
+removed, so what is in DIR always agrees with NAME.json.
+
+Masks, per photo (dualpm_addon/masks.py): `--mask FILE` for a single photo; in a batch each
+photo NAME.jpg takes DIR/NAME.mask.png with `--mask-dir DIR`, else NAME.mask.png beside it, else
+its own alpha channel, else none (the predictor and the segmenter find the animal). NAME.json's
+"mask" says which: {"source": "file" | "mask-dir" | "beside" | "alpha" | "none", "path": ...}.
+Inputs that are another input's NAME.mask.png (a glob like photos/*.png) are masks, not photos.
+A missing, unreadable or wrongly sized mask fails that photo only, with the reason in its JSON.
 
 A failing photo does not stop the batch. The exit code is the number of photos that failed
-(capped at 100); 0 means every photo made all four files. Bad arguments exit 2 before any photo.
+(capped at 125, batch.MAX_EXIT); 0 means every photo made all four files. Bad arguments exit 2 before any photo.
 
 The same functions as the panel run here (reconstruct.gather / run_inference / build_scene,
 retarget.retarget_armature, export.export_collection), synchronously: background Blender has no
@@ -37,8 +44,10 @@ from ._core import core
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("photos", nargs="+", metavar="PHOTO", help="photos of four-legged animals")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--mask", metavar="FILE", help="mask image for the photo (white or opaque = animal); "
-                        "with several photos it applies to each (same size needed)")
+    parser.add_argument("--mask", metavar="FILE", help="mask image for a single photo (white or opaque = animal, "
+                        "the photo's size); for several photos use NAME.mask.png beside each, or --mask-dir")
+    parser.add_argument("--mask-dir", metavar="DIR", help="folder of per-photo masks: DIR/NAME.mask.png for "
+                        "photo NAME.jpg (a photo without one there uses NAME.mask.png beside it, its alpha, or none)")
     parser.add_argument("--bvh", metavar="FILE", help="retarget this motion capture onto every result")
     parser.add_argument("--server", metavar="URL", help="use a running inference server (ours or Triton)")
     parser.add_argument("--token", metavar="T", help="bearer token for --server")
@@ -96,19 +105,31 @@ def _preview(request, rec) -> "object":
 
 
 def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
-                    bvh: str | None = None) -> dict:
-    """One photo to its four files; returns the summary written to NAME.json (raises on failure)."""
+                    bvh: str | None = None, mask_record: dict | None = None) -> dict:
+    """One photo to its four files; returns the summary written to NAME.json (raises on failure).
+
+    `mask` is the photo's mask file, `mask_record` masks.record of how it was found; without a
+    file the photo's alpha is used where it marks something out, and the record (updated in
+    place, so a failure's JSON says it too) becomes "alpha" or "none"."""
     import bpy
 
     from . import export, reconstruct, retarget
 
+    masks = core("masks")
     timings: dict = {}
+    mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
     bpy.ops.wm.read_homefile(use_empty=True)
     context = bpy.context
-    request = reconstruct.gather(context, photo, mask or "", timings)
+    request = reconstruct.gather(context, photo, mask or "", timings, mask_mode="AUTO")
+    if not mask:
+        mask_record.update(masks.record(request.mask_source, None))
     rec = reconstruct.run_inference(request, timings=timings, predictor=predictor)
     objects = reconstruct.build_scene(context, request, rec, set_render_resolution=True)
     summary = rec.summary()
+    summary["mask"] = dict(mask_record)
+    # Where the crop was cut (photo pixels): with a mask, the square around it, so it shows the
+    # mask was applied and not only found.
+    summary.setdefault("crop_box", [round(float(v), 2) for v in rec.crop_box])
     if bvh:
         t0 = time.perf_counter()
         summary["retarget"] = retarget.retarget_armature(context, objects["armature"], bvh)
@@ -145,23 +166,35 @@ def run(args) -> int:
     except ImportError:
         raise err("reconstruct needs Blender: install the bpy module (pip install bpy==5.0.1, Python 3.11) "
                   "or run it inside Blender (blender -b --python-expr ..., see docs/extension.md)") from None
-    for p in [args.mask, args.bvh]:
-        if p and not os.path.isfile(p):
-            raise err(f"{p}: no such file")
+    masks = core("masks")
+    mask_dir = args.mask_dir
+    photos, skipped = masks.split_masks(args.photos)
+    # A missing --mask FILE is that photo's error, reported in its JSON (masks.find).
+    masks.check_arguments(photos, args.mask, mask_dir)
+    if args.bvh and not os.path.isfile(args.bvh):
+        raise err(f"{args.bvh}: no such file")
     if args.token and not args.server:
         raise err("--token needs --server")
     os.makedirs(args.out, exist_ok=True)
-    names = core("batch").output_names(args.photos, "photo")
+    for p in skipped:
+        _say(f"{p}: a mask ({masks.SUFFIX} of another input), not reconstructed as a photo")
+    names = core("batch").output_names(photos, "photo")
     predictor = make_predictor(args)
     failed = 0
     try:
-        for i, (photo, name) in enumerate(zip(args.photos, names), 1):
+        for i, (photo, name) in enumerate(zip(photos, names), 1):
             t0 = time.perf_counter()
             _say(f"[{i}/{len(names)}] {photo}")
+            source, mask_path = masks.find(photo, mask_dir, args.mask)
+            mask_record = masks.record(source, mask_path)
             try:
-                summary = reconstruct_one(None, photo, name, args.out, predictor, args.mask, args.bvh)
+                summary = reconstruct_one(None, photo, name, args.out, predictor, mask_path, args.bvh,
+                                          mask_record=mask_record)
                 t = summary["timings_s"]
-                _say(f"[{i}/{len(names)}] {name}: ok, {summary['points_kept']} points, {summary['bones_fitted']} bones "
+                m = summary["mask"]
+                _say(f"[{i}/{len(names)}] {name}: ok, mask {m['source']}"
+                     f"{' ' + os.path.basename(m['path']) if m['path'] else ''}, "
+                     f"{summary['points_kept']} points, {summary['bones_fitted']} bones "
                      f"fitted, residual {summary['fit_residual_rms_m'] * 100:.1f} cm; " +
                      ", ".join(f"{k} {t[k]:.2f} s" for k in ("load", "inference", "fit", "import") if k in t))
             except KeyboardInterrupt:
@@ -178,6 +211,7 @@ def run(args) -> int:
                 _atomic_json(os.path.join(args.out, f"{name}.json"), {
                     "photo": os.path.basename(photo), "input_file": os.path.abspath(photo), "status": "failed",
                     "reason": reason, "seconds": round(time.perf_counter() - t0, 3),
+                    "mask": mask_record,
                     "dualpm_version": _version()})
                 _say(f"[{i}/{len(names)}] {name}: FAILED: {reason}")
     finally:

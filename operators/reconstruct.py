@@ -36,15 +36,21 @@ last_result = None  # the latest Reconstruction (its timings feed the benchmark 
 class PhotoRequest:
     """What the main thread gathers before the worker starts."""
 
-    def __init__(self, photo, image, created_images, settings: dict):
+    def __init__(self, photo, image, created_images, settings: dict, mask_source: str = "none"):
         self.photo = photo  # pipeline.PhotoInput
         self.image = image  # bpy Image shown as the camera background
         self.created_images = created_images  # images this request loaded (removed if it fails)
         self.settings = settings  # preferences.settings_dict()
+        self.mask_source = mask_source  # "file" (mask_path), "image" (the panel's), "alpha" or "none"
 
 
-def gather(context, filepath: str = "", mask_path: str = "", timings: dict | None = None) -> PhotoRequest:
-    """Decode the photo (and mask) through bpy; DualPMError on anything the user must fix."""
+def gather(context, filepath: str = "", mask_path: str = "", timings: dict | None = None,
+           mask_mode: str | None = None) -> PhotoRequest:
+    """Decode the photo (and mask) through bpy; DualPMError on anything the user must fix.
+
+    The mask: `mask_path` when given; else `mask_mode` ("NONE", "ALPHA", "IMAGE" as the panel's
+    setting, or "AUTO": the photo's alpha where it marks something out, else none; the batch
+    command's choice, dualpm_addon/masks.py), which defaults to the panel's setting."""
     pipeline = core("pipeline")
     t0 = time.perf_counter()
     s = getattr(context.scene, "dualpm", None)
@@ -69,20 +75,27 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
             created.append(image)
         rgba = image_load.pixels(image)
         rgb = image_load.to_rgb8(image, rgba)
-        mask = None
+        mask, mask_source = None, "none"
+        mode = mask_mode or (s.mask_mode if s is not None else "NONE")
         if mask_path:
-            mimage, mnew = image_load.load(mask_path)
+            try:
+                mimage, mnew = image_load.load(mask_path)
+            except error_type() as e:  # name it a mask: the photo itself was fine
+                raise error_type()(f"mask {e}") from None
             try:
                 mask = image_load.mask_from_image(mimage, rgb.shape[:2])
             finally:
                 if mnew:
                     bpy.data.images.remove(mimage)
-        elif s is not None and s.mask_mode == "ALPHA":
-            mask = image_load.alpha_mask(rgba, True, image.name)
-        elif s is not None and s.mask_mode == "IMAGE":
-            if s.mask_image is None:
+            mask_source = "file"
+        elif mode in ("ALPHA", "AUTO"):
+            mask = image_load.alpha_mask(rgba, mode == "ALPHA", image.name)
+            mask_source = "alpha" if mask is not None else "none"
+        elif mode == "IMAGE":
+            if s is None or s.mask_image is None:
                 raise error_type()("mask: choose a mask image in the DualPM panel, or set Mask to None")
             mask = image_load.mask_from_image(s.mask_image, rgb.shape[:2])
+            mask_source = "image"
         has_file = bool(path) and os.path.isfile(path)
         sha = pipeline.sha256_file(path) if has_file else hashlib.sha256(rgb.tobytes()).hexdigest()
         photo = pipeline.PhotoInput(rgb=rgb, mask=mask, focal_mm=image_load.exif_focal_mm(path) if has_file else None,
@@ -93,7 +106,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
         raise
     if timings is not None:
         timings["load"] = time.perf_counter() - t0
-    return PhotoRequest(photo, image, created, preferences.settings_dict(context))
+    return PhotoRequest(photo, image, created, preferences.settings_dict(context), mask_source)
 
 
 def pipeline_settings(settings: dict):

@@ -9,6 +9,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from dualpm_addon import preprocess
+
 from . import extension_env as env
 
 DUALPM = os.path.join(env.ROOT, ".venv", "bin", "dualpm")
@@ -73,10 +75,113 @@ def test_bad_arguments_exit_2_before_any_photo(data, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def _png(path, array) -> str:
+    from PIL import Image
+
+    Image.fromarray(np.asarray(array)).save(path)
+    return str(path)
+
+
+def _box_mask(shape, x0, y0, x1, y1) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    m[y0:y1, x0:x1] = 255
+    return m
+
+
+def _animal_mask(data) -> np.ndarray:
+    """The synthetic photo's true mask (its map covers the whole photo): layer 0's occupancy."""
+    with np.load(os.path.join(data, "synthetic_map.npz"), allow_pickle=False) as z:
+        return np.where(z["occupancy"][0] > 0.5, 255, 0).astype(np.uint8)
+
+
+@pytest.mark.slow
+def test_each_photo_of_a_batch_uses_and_reports_its_own_mask(data, tmp_path):
+    from PIL import Image
+
+    with Image.open(os.path.join(data, "synthetic.png")) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    h, w = rgb.shape[:2]
+    true = _animal_mask(data)
+    ys, xs = np.nonzero(true)
+    photos, mdir, out = tmp_path / "photos", tmp_path / "masks", tmp_path / "out"
+    photos.mkdir()
+    mdir.mkdir()
+    inputs = {n: _png(photos / f"{n}.png", rgb) for n in ("beside", "indir", "plain", "small", "damaged")}
+    beside_mask = _png(photos / "beside.mask.png", true)
+    _png(photos / "indir.mask.png", _box_mask((h, w), 0, 0, w // 3, h // 3))  # loses to --mask-dir
+    grown = _box_mask((h, w), max(int(xs.min()) - 12, 0), max(int(ys.min()) - 12, 0), int(xs.max()) + 13,
+                      int(ys.max()) + 13)
+    indir_mask = _png(mdir / "indir.mask.png", grown)
+    inputs["alpha"] = _png(photos / "alpha.png", np.dstack([rgb, true]))
+    _png(photos / "small.mask.png", np.full((10, 12), 255, np.uint8))
+    (photos / "damaged.mask.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    # as a shell glob passes them: photos and masks mixed; the masks are not reconstructed
+    everything = sorted(str(p) for p in photos.iterdir())
+    proc = _dualpm("reconstruct", *everything, "--out", str(out), "--mask-dir", str(mdir),
+                   "--model", os.path.join(data, "oracle.onnx"))
+    assert proc.returncode == 2, proc.stderr[-3000:]  # small and damaged failed
+    assert "beside.mask.png: a mask" in proc.stderr
+    assert sorted(n for n in os.listdir(out) if n.endswith(".json")) == sorted(f"{n}.json" for n in inputs)
+    s = {n: json.loads((out / f"{n}.json").read_text()) for n in inputs}
+    assert s["beside"]["mask"] == {"source": "beside", "path": beside_mask}
+    assert s["indir"]["mask"] == {"source": "mask-dir", "path": indir_mask}
+    assert s["alpha"]["mask"] == {"source": "alpha", "path": None}
+    assert s["plain"]["mask"] == {"source": "none", "path": None}
+    for n in ("beside", "indir", "alpha", "plain"):
+        assert s[n]["status"] == "ok" and s[n]["points_kept"] >= 1000, (n, s[n])
+    # the masks were used, not only named: each crop is the square around that photo's own mask
+    for n, m in (("beside", true), ("indir", grown), ("alpha", true)):
+        want = preprocess.square_box(preprocess.mask_bbox(m > 127))
+        assert s[n]["crop_box"] == pytest.approx(want, abs=0.01), n
+    assert s["beside"]["crop_box"] != s["indir"]["crop_box"]
+    for n, words in (("small", "is 12x10, the photo is 160x160"), ("damaged", "damaged.mask.png")):
+        assert s[n]["status"] == "failed" and words in s[n]["reason"] and "\n" not in s[n]["reason"], s[n]
+        assert s[n]["reason"].startswith("mask ") and s[n]["mask"]["source"] == "beside"
+        assert not (out / f"{n}.glb").exists()
+    assert "4 of 6 photos reconstructed" in proc.stderr
+
+
+def test_mask_with_several_photos_exits_2_before_any_photo(data, tmp_path):
+    photo = os.path.join(data, "synthetic.png")
+    mask = _png(tmp_path / "m.png", _animal_mask(data))
+    proc = _dualpm("reconstruct", photo, os.path.join(data, "blank.png"), "--out", str(tmp_path / "o"),
+                   "--mask", mask)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "2 photos" in line and "--mask-dir" in line and "NAME.mask.png" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_mask_fails_that_photo_with_one_line(data, tmp_path):
+    out = tmp_path / "o"
+    missing = str(tmp_path / "typo.png")
+    proc = _dualpm("reconstruct", os.path.join(data, "synthetic.png"), "--out", str(out), "--mask", missing,
+                   "--model", os.path.join(data, "oracle.onnx"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    s = json.loads((out / "synthetic.json").read_text())
+    assert s["status"] == "failed" and s["reason"] == f"mask {missing}: no such file"
+    assert s["mask"] == {"source": "file", "path": missing}
+    assert sorted(os.listdir(out)) == ["synthetic.json"]
+
+
 def test_blender_background_batch_in_the_installed_extension(data, tmp_path, tmp_path_factory):
+    """Blender's own batch path (4.2 LTS, the installed extension) with per-photo masks."""
+    photos, mdir = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir()
+    mdir.mkdir()
+    os.symlink(os.path.join(data, "synthetic.png"), photos / "synthetic.png")
+    os.symlink(os.path.join(data, "synthetic.png"), photos / "other.png")
+    true = _animal_mask(data)
+    beside = _png(photos / "synthetic.mask.png", true)
+    indir = _png(mdir / "other.mask.png", _box_mask(true.shape, 10, 20, 150, 140))
     out = str(tmp_path / "out")
-    argv = [os.path.join(data, "synthetic.png"), "--out", out, "--model", os.path.join(data, "oracle.onnx")]
+    argv = [str(photos / "synthetic.png"), str(photos / "other.png"), "--out", out, "--mask-dir", str(mdir),
+            "--model", os.path.join(data, "oracle.onnx")]
     r = env.run("4.2", "headless", data, tmp_path_factory, "--argv", json.dumps(argv))
     assert r["exit_code"] == 0
-    assert r["files"] == ["synthetic.blend", "synthetic.glb", "synthetic.json", "synthetic.png"]
+    assert r["files"] == sorted(f"{n}.{e}" for n in ("other", "synthetic") for e in ("blend", "glb", "json", "png"))
     assert r["blender"].startswith("4.2")
+    for name, want in (("synthetic", {"source": "beside", "path": beside}),
+                       ("other", {"source": "mask-dir", "path": indir})):
+        with open(os.path.join(out, f"{name}.json")) as f:
+            assert json.load(f)["mask"] == want
