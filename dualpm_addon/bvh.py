@@ -26,33 +26,70 @@ Damaged files (every case is one line, with the line number):
 * Accepted with a `BVHWarning` (a user would want the motion that is there): the last row cut
   short (a truncated file: that row is dropped) and a frame count in the header that disagrees
   with the rows present (the rows win). `read(path, strict=True)` makes these errors too.
+
+Hostile files (docs/bvh.md, "Limits"): reading is linear in the file's size (no recursion, no
+search over the names read so far, tokens read lazily so a file is refused at the first joint over
+a limit); the limits below are refused with a DualPMError, and every message is one line of at
+most MESSAGE_CHARS characters (names, tokens and paths are cut with an ellipsis). Everything that
+yields frames x joints arrays is capped at MAX_POSE_BYTES per result and computed in chunks of
+frames of about CHUNK_BYTES of working memory.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
 import warnings
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .atomic import atomic_open
-from .errors import DualPMError
+from .errors import DualPMError, clip
 from .rotations import matrix_to_euler, quat_to_matrix
 
 POSITION = ("Xposition", "Yposition", "Zposition")
 ROTATION = ("Xrotation", "Yrotation", "Zrotation")
 SCALE = ("Xscale", "Yscale", "Zscale")
 _CANONICAL = {c.lower(): c for c in POSITION + ROTATION + SCALE}
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
-MAX_JOINTS = 100_000  # guards against pathological files, far above any real rig or clip
-MAX_FRAMES = 10_000_000
+# Unambiguous (one way to split digits between the parts), so a long run of digits followed by
+# junk fails in linear time instead of backtracking quadratically.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
+
+# Limits (why each is where it is: docs/bvh.md, "Limits").
+MAX_FILE_BYTES = 512 * 2**20  # reading costs about 8 bytes of memory per byte of file
+MAX_JOINTS = 10_000  # real rigs with fingers and faces have a few hundred
+MAX_DEPTH = 1_000  # real chains are under 50 deep; a long rope or tail a few hundred
+MAX_CHANNELS_PER_JOINT = 9  # the format's own limit (3 positions, 3 rotations, 3 scales)
+MAX_FRAMES = 2_000_000  # 4.6 hours at 120 fps
+MAX_ABS = 1e9  # largest magnitude of any number: sums over MAX_DEPTH joints stay far from overflow
+MAX_POSE_BYTES = 512 * 2**20  # one frames x joints result: 22 million joint-frames of positions
+CHUNK_BYTES = 64 * 2**20  # working memory of forward kinematics per chunk of frames
+MESSAGE_CHARS = 250  # an error line, so that a command's prefix keeps it within about 300
+_WORK_BYTES_PER_JOINT_FRAME = 400  # what one joint-frame of forward kinematics holds at once
 
 
 class BVHWarning(UserWarning):
     """A damaged but usable BVH file (see the module docstring for the cases)."""
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which data columns feed which joint, and the joints by depth: worked out once per motion,
+    so every chunk of frames is a handful of vectorised gathers."""
+    pos_joints: np.ndarray  # (k,) joints with any position channel
+    pos_cols: np.ndarray  # (k, 3) their X/Y/Z position columns, -1 where the axis is not written
+    rot_groups: tuple  # (order "ZXY", joints (k,), columns (k, n)) per distinct rotation order
+    scale_joints: np.ndarray
+    scale_cols: np.ndarray  # like pos_cols; -1 is a scale of 1
+    levels: tuple  # (joints, parents) per depth; the first holds the roots (parents None)
 
 
 @dataclass(frozen=True)
@@ -64,6 +101,7 @@ class Motion:
     frame_time: float  # seconds
     data: np.ndarray  # (F, C) channel values in file order (file units, degrees)
     end_sites: np.ndarray = field(default=None)  # (J, 3) End Site offset, NaN where none
+    source: str = field(default="motion", compare=False)  # the file, for messages
 
     def __post_init__(self):
         j = len(self.joint_names)
@@ -97,11 +135,18 @@ class Motion:
     def fps(self) -> float:
         return 1.0 / self.frame_time
 
+    @functools.cached_property
+    def _index_of(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for j, n in enumerate(self.joint_names):
+            out.setdefault(n, j)  # the first, as tuple.index would give
+        return out
+
     def index(self, name: str) -> int:
-        try:
-            return self.joint_names.index(name)
-        except ValueError:
-            raise DualPMError(f"motion has no joint named {name!r}") from None
+        j = self._index_of.get(name)
+        if j is None:
+            raise DualPMError(f"{clip(self.source, 100, tail=True)} has no joint named {clip(repr(name), 60)}")
+        return j
 
     def channel_columns(self) -> list[dict[str, int]]:
         """Per joint: canonical channel name -> column in `data`."""
@@ -124,43 +169,99 @@ class Motion:
         else the head itself."""
         heads = self.rest_positions()
         tails = heads.copy()
-        for j in range(self.num_joints):
-            kids = np.nonzero(self.parents == j)[0]
+        children: list[list[int]] = [[] for _ in range(self.num_joints)]
+        for j, p in enumerate(self.parents):
+            if p >= 0:
+                children[p].append(j)
+        for j, kids in enumerate(children):
             if not np.isnan(self.end_sites[j, 0]):
                 tails[j] = heads[j] + self.end_sites[j]
-            elif len(kids):
+            elif kids:
                 tails[j] = heads[kids].mean(axis=0)
         return tails
 
-    # -- channels to local transforms --------------------------------------------------------
-    def local_translations(self) -> np.ndarray:
-        """(F, J, 3): OFFSET, or the position channels where a joint has any."""
-        cols = self.channel_columns()
-        out = np.broadcast_to(self.offsets, (self.num_frames, self.num_joints, 3)).copy()
-        for j, c in enumerate(cols):
-            if any(p in c for p in POSITION):
-                for a, p in enumerate(POSITION):
-                    out[:, j, a] = self.data[:, c[p]] if p in c else 0.0
+    # -- memory ------------------------------------------------------------------------------
+    def check_pose_memory(self, bytes_per_joint_frame: int = 24, what: str = "world positions") -> None:
+        """Refuse (one-line DualPMError) a frames x joints result over MAX_POSE_BYTES, before any
+        of it is allocated. Callers that will need several such arrays can ask up front."""
+        need = self.num_frames * self.num_joints * bytes_per_joint_frame
+        if need > MAX_POSE_BYTES:
+            raise DualPMError(
+                f"{clip(self.source, 100, tail=True)}: {what} of {self.num_frames:,} frames x {self.num_joints:,} "
+                f"joints need {_size(need)}, more than the limit of {_size(MAX_POSE_BYTES)}; use fewer frames")
+
+    def _frame_chunks(self):
+        step = max(1, CHUNK_BYTES // (self.num_joints * _WORK_BYTES_PER_JOINT_FRAME))
+        for start in range(0, self.num_frames, step):
+            yield start, min(self.num_frames, start + step)
+
+    def _fill(self, tail: tuple[int, ...], what: str, per_chunk) -> np.ndarray:
+        """(F, J, *tail) filled chunk by chunk of frames from per_chunk(data rows) (frame-first); per_chunk also gets the first frame's index."""
+        self.check_pose_memory(8 * math.prod(tail), what)
+        out = np.empty((self.num_frames, self.num_joints) + tail)
+        for s, e in self._frame_chunks():
+            out[s:e] = per_chunk(self.data[s:e], s)
         return out
 
-    def _local_quaternions_soa(self) -> np.ndarray:
-        """(4, J, F): w, x, y, z of every joint's local rotation, each a contiguous run of frames.
+    # -- channels to local transforms --------------------------------------------------------
+    @functools.cached_property
+    def _layout(self) -> _Layout:
+        cols = self.channel_columns()
+        pos = [j for j, c in enumerate(cols) if any(p in c for p in POSITION)]
+        scl = [j for j, c in enumerate(cols) if any(s in c for s in SCALE)]
+        groups: dict[str, tuple[list[int], list[list[int]]]] = {}
+        for j, c in enumerate(cols):
+            order = "".join(n[0] for n in self.channels[j] if n in ROTATION)
+            if order:
+                g = groups.setdefault(order, ([], []))
+                g[0].append(j)
+                g[1].append([c[a + "rotation"] for a in order])
+        depth = np.zeros(self.num_joints, dtype=np.int64)
+        parents = np.asarray(self.parents, dtype=np.int64)
+        for j, p in enumerate(parents):  # parents first: one pass
+            if p >= 0:
+                depth[j] = depth[p] + 1
+        order = np.argsort(depth, kind="stable")
+        bounds = np.flatnonzero(np.diff(depth[order])) + 1
+        levels = []
+        for k, joints in enumerate(np.split(order, bounds)):
+            levels.append((joints, None if k == 0 else parents[joints]))
+
+        def table(joints, names):
+            return np.array([[cols[j].get(n, -1) for n in names] for j in joints], dtype=np.int64).reshape(-1, 3)
+
+        return _Layout(np.array(pos, dtype=np.int64), table(pos, POSITION),
+                       tuple((o, np.array(js), np.array(cs)) for o, (js, cs) in groups.items()),
+                       np.array(scl, dtype=np.int64), table(scl, SCALE), tuple(levels))
+
+    def _translations_soa(self, d: np.ndarray) -> np.ndarray:
+        """(3, J, f) local translations of the frames in `d`: OFFSET, or the position channels."""
+        lay = self._layout
+        out = np.empty((3, self.num_joints, d.shape[0]))
+        out[:] = np.asarray(self.offsets, dtype=np.float64).T[:, :, None]
+        if len(lay.pos_joints):
+            vals = np.where(lay.pos_cols >= 0, d[:, np.maximum(lay.pos_cols, 0)], 0.0)  # (f, k, 3)
+            out[:, lay.pos_joints] = vals.transpose(2, 1, 0)
+        return out
+
+    def _scales(self, d: np.ndarray) -> np.ndarray:
+        """(f, J, 3) scale factors of the frames in `d` (1 where none)."""
+        lay = self._layout
+        out = np.ones((d.shape[0], self.num_joints, 3))
+        if len(lay.scale_joints):
+            out[:, lay.scale_joints] = np.where(lay.scale_cols >= 0, d[:, np.maximum(lay.scale_cols, 0)], 1.0)
+        return out
+
+    def _quaternions_soa(self, d: np.ndarray) -> np.ndarray:
+        """(4, J, f): w, x, y, z of every joint's local rotation, each a contiguous run of frames.
 
         Built from half-angle quaternions multiplied in the written order: elementwise work only,
         one batch per distinct channel order.
         """
-        f, jn = self.num_frames, self.num_joints
-        out = np.zeros((4, jn, f))
+        out = np.zeros((4, self.num_joints, d.shape[0]))
         out[0] = 1.0
-        groups: dict[str, list[tuple[int, list[int]]]] = {}
-        for j, c in enumerate(self.channel_columns()):
-            order = "".join(n[0] for n in self.channels[j] if n in ROTATION)
-            if order:
-                groups.setdefault(order, []).append((j, [c[a + "rotation"] for a in order]))
-        for order, members in groups.items():
-            joints = [m[0] for m in members]
-            idx = np.array([m[1] for m in members])  # (k, n_axes)
-            half = np.ascontiguousarray(np.radians(self.data[:, idx]).transpose(2, 1, 0)) * 0.5  # (n, k, F)
+        for order, joints, idx in self._layout.rot_groups:
+            half = np.ascontiguousarray(np.radians(d[:, idx]).transpose(2, 1, 0)) * 0.5  # (n, k, f)
             cos, sin = np.cos(half), np.sin(half)
             q = None
             for a, axis in enumerate(order):
@@ -171,45 +272,76 @@ class Motion:
             out[:, joints] = q
         return out
 
+    def local_translations(self) -> np.ndarray:
+        """(F, J, 3): OFFSET, or the position channels where a joint has any."""
+        return self._fill((3,), "local translations", lambda d, s: self._translations_soa(d).transpose(2, 1, 0))
+
     def local_quaternions(self) -> np.ndarray:
         """(F, J, 4) local rotations (w, x, y, z) from the rotation channels (identity where none)."""
-        return np.ascontiguousarray(self._local_quaternions_soa().transpose(2, 1, 0))
+        return self._fill((4,), "local rotations", lambda d, s: self._quaternions_soa(d).transpose(2, 1, 0))
 
     def local_rotations(self) -> np.ndarray:
         """(F, J, 3, 3) local rotation matrices from the rotation channels."""
-        return quat_to_matrix(self.local_quaternions())
+        return self._fill((3, 3), "local rotation matrices",
+                          lambda d, s: quat_to_matrix(self._quaternions_soa(d).transpose(2, 1, 0)))
 
     def local_scales(self) -> np.ndarray | None:
         """(F, J, 3) scale factors, or None when the file has no scale channels."""
-        cols = self.channel_columns()
-        if not any(s in c for c in cols for s in SCALE):
+        if not len(self._layout.scale_joints):
             return None
-        out = np.ones((self.num_frames, self.num_joints, 3))
-        for j, c in enumerate(cols):
-            for a, s in enumerate(SCALE):
-                if s in c:
-                    out[:, j, a] = self.data[:, c[s]]
-        return out
+        return self._fill((3,), "local scales", lambda d, s: self._scales(d))
 
     # -- forward kinematics ------------------------------------------------------------------
-    def world_transforms(self) -> tuple[np.ndarray, np.ndarray]:
-        """World linear parts (F, J, 3, 3) (rotation, times scale where scaled) and heads (F, J, 3)."""
-        scales = self.local_scales()
-        if scales is None:
-            q, pos = self.world_quaternions()
-            return quat_to_matrix(q), pos
-        # Scale channels: matrices, one batched product per joint over all frames.
-        lin_l = self.local_rotations() * scales[:, :, None, :]
-        trans = self.local_translations()
+    def _world_soa(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """World rotations (4, J, f) and heads (3, J, f) of the frames in `d`, ignoring scales.
+        One step per depth (every joint of a depth at once), each elementwise over contiguous runs
+        of frames: no Python loop over joints."""
+        ql = self._quaternions_soa(d)
+        tl = self._translations_soa(d)
+        qw = np.empty_like(ql)
+        pw = np.empty_like(tl)
+        for joints, pars in self._layout.levels:
+            if pars is None:
+                qw[:, joints], pw[:, joints] = ql[:, joints], tl[:, joints]
+            else:
+                qp = qw[:, pars]
+                qw[:, joints] = _qmul(qp, ql[:, joints])
+                pw[:, joints] = pw[:, pars] + _qrot(qp, tl[:, joints])
+        return qw, pw
+
+    def _world_scaled(self, d: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """World linear parts (f, J, 3, 3) and heads (f, J, 3) with scale channels: matrices, one
+        batched product per depth. Scales multiply down a chain, so overflow is an error here."""
+        lin_l = quat_to_matrix(self._quaternions_soa(d).transpose(2, 1, 0)) * self._scales(d)[:, :, None, :]
+        trans = self._translations_soa(d).transpose(2, 1, 0)
         lin = np.empty_like(lin_l)
         pos = np.empty_like(trans)
-        for j in range(self.num_joints):
-            p = self.parents[j]
-            if p < 0:
-                lin[:, j], pos[:, j] = lin_l[:, j], trans[:, j]
+        with np.errstate(over="ignore", invalid="ignore"):
+            for joints, pars in self._layout.levels:
+                if pars is None:
+                    lin[:, joints], pos[:, joints] = lin_l[:, joints], trans[:, joints]
+                else:
+                    lp = lin[:, pars]
+                    lin[:, joints] = lp @ lin_l[:, joints]
+                    pos[:, joints] = pos[:, pars] + np.einsum("fkab,fkb->fka", lp, trans[:, joints])
+        bad = ~(np.isfinite(pos).all(axis=(1, 2)) & np.isfinite(lin).all(axis=(1, 2, 3)))
+        if bad.any():
+            raise DualPMError(f"{clip(self.source, 100, tail=True)}: frame {start + int(np.argmax(bad))}: "
+                              f"scale channels multiply past the range of floating point")
+        return lin, pos
+
+    def world_transforms(self) -> tuple[np.ndarray, np.ndarray]:
+        """World linear parts (F, J, 3, 3) (rotation, times scale where scaled) and heads (F, J, 3)."""
+        self.check_pose_memory(96, "world transforms")
+        lin = np.empty((self.num_frames, self.num_joints, 3, 3))
+        pos = np.empty((self.num_frames, self.num_joints, 3))
+        scaled = len(self._layout.scale_joints) > 0
+        for s, e in self._frame_chunks():
+            if scaled:
+                lin[s:e], pos[s:e] = self._world_scaled(self.data[s:e], s)
             else:
-                lin[:, j] = lin[:, p] @ lin_l[:, j]
-                pos[:, j] = pos[:, p] + np.einsum("fab,fb->fa", lin[:, p], trans[:, j])
+                qw, pw = self._world_soa(self.data[s:e])
+                lin[s:e], pos[s:e] = quat_to_matrix(qw.transpose(2, 1, 0)), pw.transpose(2, 1, 0)
         return lin, pos
 
     def world_quaternions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -218,30 +350,20 @@ class Motion:
         Because BVH rest frames are world-aligned, a world rotation is also the joint's rotation
         away from its rest orientation (what retargeting carries).
         """
-        qw, pw = self._world_soa()
-        return np.ascontiguousarray(qw.transpose(2, 1, 0)), np.ascontiguousarray(pw.transpose(2, 1, 0))
-
-    def _world_soa(self) -> tuple[np.ndarray, np.ndarray]:
-        """World rotations (4, J, F) and heads (3, J, F). Parents come first, so one pass in index
-        order evaluates every chain; each step is elementwise over contiguous runs of frames."""
-        ql = self._local_quaternions_soa()
-        tl = np.ascontiguousarray(self.local_translations().transpose(2, 1, 0))  # (3, J, F)
-        qw = np.empty_like(ql)
-        pw = np.empty_like(tl)
-        for j in range(self.num_joints):
-            p = self.parents[j]
-            if p < 0:
-                qw[:, j], pw[:, j] = ql[:, j], tl[:, j]
-            else:
-                qw[:, j] = _qmul(qw[:, p], ql[:, j])
-                pw[:, j] = pw[:, p] + _qrot(qw[:, p], tl[:, j])
-        return qw, pw
+        self.check_pose_memory(56, "world rotations and positions")
+        q = np.empty((self.num_frames, self.num_joints, 4))
+        p = np.empty((self.num_frames, self.num_joints, 3))
+        for s, e in self._frame_chunks():
+            qw, pw = self._world_soa(self.data[s:e])
+            q[s:e], p[s:e] = qw.transpose(2, 1, 0), pw.transpose(2, 1, 0)
+        return q, p
 
     def world_positions(self) -> np.ndarray:
-        """(F, J, 3) joint heads in the file's units and axes."""
-        if self.local_scales() is None:
-            return self.world_quaternions()[1]
-        return self.world_transforms()[1]
+        """(F, J, 3) joint heads in the file's units and axes. The result is at most
+        MAX_POSE_BYTES (else a DualPMError); the work runs in chunks of frames."""
+        if len(self._layout.scale_joints):
+            return self._fill((3,), "world positions", lambda d, s: self._world_scaled(d, s)[1])
+        return self._fill((3,), "world positions", lambda d, s: self._world_soa(d)[1].transpose(2, 1, 0))
 
     def end_site_positions(self) -> np.ndarray:
         """(F, J, 3) End Site positions, NaN for joints without one."""
@@ -258,7 +380,7 @@ class Motion:
                 if p in c:
                     data[:, c[p]] *= factor
         return Motion(self.joint_names, self.parents, self.offsets * factor, self.channels, self.frame_time,
-                      data, self.end_sites * factor)
+                      data, self.end_sites * factor, self.source)
 
     def with_rest_pose(self, rest_rotations: np.ndarray, rotation_order: str | None = None) -> "Motion":
         """The same animation (identical world positions every frame) over another rest pose.
@@ -285,21 +407,22 @@ class Motion:
     def with_dummy_root(self, name: str = "__0") -> "Motion":
         """A channel-less root at the origin above the current roots, as Blender's exporter writes."""
         if name in self.joint_names:
-            raise DualPMError(f"joint name {name!r} is already used")
+            raise DualPMError(f"joint name {clip(repr(name), 60)} is already used")
         parents = np.concatenate([[-1], np.where(self.parents < 0, 0, self.parents + 1)])
         return Motion((name,) + self.joint_names, parents, np.vstack([np.zeros(3), self.offsets]),
                       ((),) + self.channels, self.frame_time, self.data,
-                      np.vstack([np.full(3, np.nan), self.end_sites]))
+                      np.vstack([np.full(3, np.nan), self.end_sites]), self.source)
 
     def renamed(self, names) -> "Motion":
         names = tuple(str(n) for n in names)
         if len(names) != self.num_joints or len(set(names)) != len(names):
             raise DualPMError("renamed motion needs one distinct name per joint")
-        return Motion(names, self.parents, self.offsets, self.channels, self.frame_time, self.data, self.end_sites)
+        return Motion(names, self.parents, self.offsets, self.channels, self.frame_time, self.data, self.end_sites,
+                      self.source)
 
     def frames(self, start: int, stop: int | None = None) -> "Motion":
         return Motion(self.joint_names, self.parents, self.offsets, self.channels, self.frame_time,
-                      self.data[start:stop], self.end_sites)
+                      self.data[start:stop], self.end_sites, self.source)
 
 
 def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -406,18 +529,35 @@ def from_skeleton_pose(skeleton, rotations, root_translation=None, offsets=None,
 # reading
 
 
+def _show(text: str, n: int = 40) -> str:
+    """A token or line quoted for a message: at most about n characters, cut with an ellipsis."""
+    return clip(repr(clip(text, n)), n + 12)
+
+
 def _error(source: str, line: int | None, reason: str) -> DualPMError:
-    where = f"{source}: line {line}" if line else source
-    return DualPMError(f"{where}: {reason}")
+    where = clip(source, 100, tail=True)
+    where = f"{where}: line {line}" if line else where
+    return DualPMError(clip(f"{where}: {reason}", MESSAGE_CHARS))
 
 
 def _number(tok: str, source: str, line: int, what: str) -> float:
     if not _NUMBER.match(tok):
-        raise _error(source, line, f"{what}: {tok[:40]!r} is not a number")
+        raise _error(source, line, f"{what}: {_show(tok)} is not a number")
     v = float(tok)
     if not math.isfinite(v):
-        raise _error(source, line, f"{what}: {tok[:40]!r} is not finite")
+        raise _error(source, line, f"{what}: {_show(tok)} is not finite")
+    if abs(v) > MAX_ABS:
+        raise _error(source, line, f"{what}: {_show(tok)} is larger than the limit of {MAX_ABS:g}")
     return v
+
+
+def _count(tok: str, limit: int) -> int | None:
+    """A non-negative decimal integer token, or None when it is not one; a value over `limit` is
+    limit + 1. Never int() on thousands of digits (Python refuses those with a ValueError)."""
+    if not (tok.isascii() and tok.isdigit()):
+        return None
+    digits = tok.lstrip("0") or "0"
+    return limit + 1 if len(digits) > len(str(limit)) else min(int(digits), limit + 1)
 
 
 def read(path, *, strict: bool = False) -> Motion:
@@ -425,14 +565,26 @@ def read(path, *, strict: bool = False) -> Motion:
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise _error(path, None, f"{_size(size)} is more than the limit of {_size(MAX_FILE_BYTES)} for a BVH file")
+            raw = f.read()  # _text() checks the length again, should the file have grown
     except OSError as e:
-        raise DualPMError(f"{path}: cannot read BVH file ({e.strerror or e})") from None
-    return parse(raw, source=path, strict=strict)
+        raise _error(path, None, f"cannot read BVH file ({e.strerror or e})") from None
+    text = _text(raw, path)
+    del raw  # a large file's bytes need not live beside its text
+    return _parse_text(text, path, strict)
 
 
 def parse(text, *, source: str = "BVH", strict: bool = False) -> Motion:
     """Parse BVH text (str or bytes)."""
+    return _parse_text(_text(text, source), source, strict)
+
+
+def _text(text, source: str) -> str:
+    """Checked, decoded text with '\n' line ends."""
+    if len(text) > MAX_FILE_BYTES:
+        raise _error(source, None, f"{_size(len(text))} is more than the limit of {_size(MAX_FILE_BYTES)} for a BVH file")
     # One rule whether the text came from a file or a string: NUL never belongs in BVH.
     if (b"\0" if isinstance(text, (bytes, bytearray)) else "\0") in text:
         raise _error(source, None, "not a text file (contains NUL bytes)")
@@ -443,79 +595,126 @@ def parse(text, *, source: str = "BVH", strict: bool = False) -> Motion:
             text = text.decode("latin-1")  # joint names from old tools; the numbers are ASCII
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    m = re.search(r"^[ \t\f\v]*MOTION[ \t\f\v]*$", text, re.MULTILINE | re.IGNORECASE)
-    if m is None:
-        head_text, motion_text, motion_line = text, None, 0
-    else:
-        head_text, motion_text = text[: m.start()], text[m.end():]
-        motion_line = head_text.count("\n") + 1
-    joints = _parse_hierarchy(head_text, source, has_motion=motion_text is not None)
-    names, parents, offsets, channels, end_sites = joints
-    if motion_text is None:
-        raise _error(source, head_text.rstrip().count("\n") + 1, "no MOTION section after the hierarchy")
+    return text
+
+
+def _parse_text(text: str, source: str, strict: bool) -> Motion:
+    toks = _Tokens(text)
+    names, parents, offsets, channels, end_sites = _parse_hierarchy(toks, source)
+    if toks.motion is None:
+        raise _error(source, text.rstrip().count("\n") + 1, "no MOTION section after the hierarchy")
+    motion_line, end = toks.motion
     num_channels = sum(len(c) for c in channels)
-    frame_time, data = _parse_motion(motion_text, motion_line, num_channels, source, strict)
+    frame_time, data = _parse_motion(text, end, motion_line, num_channels, source, strict)
     return Motion(tuple(names), np.array(parents, dtype=np.int64), np.array(offsets, dtype=np.float64).reshape(-1, 3),
-                  tuple(channels), frame_time, data, np.array(end_sites, dtype=np.float64).reshape(-1, 3))
+                  tuple(channels), frame_time, data, np.array(end_sites, dtype=np.float64).reshape(-1, 3), source)
 
 
-def _tokens(text: str):
-    """(token, line number) pairs; braces are tokens of their own even when glued to a word."""
-    out = []
-    for n, line in enumerate(text.split("\n"), start=1):
-        if "{" in line or "}" in line:
-            line = line.replace("{", " { ").replace("}", " } ")
-        for tok in line.split():
-            out.append((tok, n))
-    return out
+def _lines(text: str):
+    """(line number, line, offset of its end) without splitting the whole text into a list."""
+    start, n = 0, 1
+    while True:
+        end = text.find("\n", start)
+        if end < 0:
+            yield n, text[start:], len(text)
+            return
+        yield n, text[start:end], end
+        start, n = end + 1, n + 1
 
 
-def _parse_hierarchy(text: str, source: str, has_motion: bool):
-    toks = _tokens(text)
-    if not toks or toks[0][0].upper() != "HIERARCHY":
-        raise _error(source, toks[0][1] if toks else 1, "not a BVH file (it does not start with HIERARCHY)")
+class _Tokens:
+    """The hierarchy's (token, line number) pairs, read lazily with a few tokens of lookahead, up
+    to the MOTION line; braces are tokens of their own even when glued to a word. Lazy, so a file
+    with a million joints is refused at the first joint over the limit for the cost of reading that
+    far, never a list of all its tokens or a scan of the rest for MOTION."""
+
+    def __init__(self, text: str):
+        self._source = self._generate(text)
+        self._ahead: deque = deque()
+        self.line = 1  # of the last token taken
+        self.motion: tuple[int, int] | None = None  # MOTION's line number and where that line ends
+
+    def _generate(self, text: str):
+        for n, line, end in _lines(text):
+            word = line.strip(" \t\f\v")
+            if len(word) == 6 and word.upper() == "MOTION":
+                self.motion = (n, end)
+                return
+            if "{" in line or "}" in line:
+                line = line.replace("{", " { ").replace("}", " } ")
+            for tok in line.split():
+                yield tok, n
+
+    def peek(self, k: int = 0):
+        while len(self._ahead) <= k:
+            nxt = next(self._source, None)
+            if nxt is None:
+                return None
+            self._ahead.append(nxt)
+        return self._ahead[k]
+
+    def take(self):
+        t = self.peek()
+        if t is not None:
+            self._ahead.popleft()
+            self.line = t[1]
+        return t
+
+    def take_on_line(self, line: int) -> list[str]:
+        """The tokens left on `line` before a '{' (a name of several words)."""
+        words = []
+        while (t := self.peek()) is not None and t[1] == line and t[0] != "{":
+            words.append(self.take()[0])
+        return words
+
+
+def _parse_hierarchy(toks: _Tokens, source: str):
+    first = toks.take()
+    if first is None or first[0].upper() != "HIERARCHY":
+        raise _error(source, first[1] if first else 1, "not a BVH file (it does not start with HIERARCHY)")
     names: list[str] = []
+    used: set[str] = set()
+    next_suffix: dict[str, int] = {}  # where the search for a free `.NNN` resumes, per name
     parents: list[int] = []
     offsets: list[list[float]] = []
     channels: list[tuple[str, ...]] = []
     end_sites: list[list[float]] = []
     has_offset: list[bool] = []
-    stack: list[int] = []  # open joints; -2 marks an open End Site
+    stack: list[int] = []  # open joints
     opened: list[int] = []
-    i, n = 1, len(toks)
 
-    def need(k: int, what: str, line: int):
-        if i + k > n:
+    def take(k: int, what: str, line: int) -> list[tuple[str, int]]:
+        out = [toks.take() for _ in range(k)]
+        if out and out[-1] is None:
             raise _error(source, line, f"file ends inside {what}")
+        return out
 
-    while i < n:
-        tok, line = toks[i]
+    while (t := toks.take()) is not None:
+        tok, line = t
         key = tok.upper()
         if key in ("ROOT", "JOINT"):
             if key == "JOINT" and not stack:
                 raise _error(source, line, "JOINT outside any ROOT")
             if key == "ROOT" and stack:
                 raise _error(source, line, "ROOT inside another joint")
-            if stack and stack[-1] == -2:
-                raise _error(source, line, "JOINT inside an End Site")
-            i += 1
-            words = []
-            while i < n and toks[i][1] == line and toks[i][0] != "{":
-                words.append(toks[i][0])
-                i += 1
+            words = toks.take_on_line(line)
             if not words:
                 raise _error(source, line, f"{key} without a name")
             name = "_".join(words)
-            if name in names:  # Blender's rule for duplicate names
-                k = 1
-                while f"{name}.{k:03d}" in names:
+            if name in used:  # Blender's rule for duplicate names: the first free .001, .002, ...
+                k = next_suffix.get(name, 1)
+                while f"{name}.{k:03d}" in used:
                     k += 1
+                next_suffix[name] = k + 1
                 name = f"{name}.{k:03d}"
-            if i >= n or toks[i][0] != "{":
-                raise _error(source, toks[i][1] if i < n else line, f"expected '{{' after {key} {name}")
-            i += 1
+            brace = toks.take()
+            if brace is None or brace[0] != "{":
+                raise _error(source, brace[1] if brace else line, f"expected '{{' after {key} {clip(name, 60)}")
             if len(names) >= MAX_JOINTS:
-                raise _error(source, line, f"more than {MAX_JOINTS} joints")
+                raise _error(source, line, f"more than the limit of {MAX_JOINTS:,} joints")
+            if len(stack) >= MAX_DEPTH:
+                raise _error(source, line, f"joints nested more than the limit of {MAX_DEPTH:,} deep")
+            used.add(name)
             names.append(name)
             parents.append(stack[-1] if stack else -1)
             offsets.append([0.0, 0.0, 0.0])
@@ -525,80 +724,74 @@ def _parse_hierarchy(text: str, source: str, has_motion: bool):
             stack.append(len(names) - 1)
             opened.append(line)
         elif key == "END":
-            if not stack or stack[-1] == -2:
+            if not stack:
                 raise _error(source, line, "End Site outside a joint")
-            if i + 1 >= n or toks[i + 1][0].upper() != "SITE":
+            site = toks.take()
+            if site is None or site[0].upper() != "SITE":
                 raise _error(source, line, "expected 'End Site'")
-            i += 2
-            while i < n and toks[i][1] == line and toks[i][0] != "{":
-                i += 1  # some files name their End Sites; the name is not used
-            if i >= n or toks[i][0] != "{":
+            toks.take_on_line(line)  # some files name their End Sites; the name is not used
+            brace = toks.take()
+            if brace is None or brace[0] != "{":
                 raise _error(source, line, "expected '{' after End Site")
             if not math.isnan(end_sites[stack[-1]][0]):
-                raise _error(source, line, f"joint {names[stack[-1]]} has a second End Site")
-            i += 1
-            need(4, "an End Site", line)
-            if toks[i][0].upper() != "OFFSET":
-                raise _error(source, toks[i][1], f"expected OFFSET in End Site, found {toks[i][0][:40]!r}")
-            end_sites[stack[-1]] = [_number(t, source, ln, "End Site OFFSET") for t, ln in toks[i + 1:i + 4]]
-            i += 4
-            if i >= n or toks[i][0] != "}":
-                raise _error(source, toks[i][1] if i < n else line, "expected '}' to close the End Site")
-            i += 1
+                raise _error(source, line, f"joint {clip(names[stack[-1]], 60)} has a second End Site")
+            head = take(4, "an End Site", line)
+            if head[0][0].upper() != "OFFSET":
+                raise _error(source, head[0][1], f"expected OFFSET in End Site, found {_show(head[0][0])}")
+            end_sites[stack[-1]] = [_number(t, source, ln, "End Site OFFSET") for t, ln in head[1:]]
+            close = toks.take()
+            if close is None or close[0] != "}":
+                raise _error(source, close[1] if close else line, "expected '}' to close the End Site")
         elif key == "OFFSET":
             if not stack:
                 raise _error(source, line, "OFFSET outside a joint")
             j = stack[-1]
             if has_offset[j]:
-                raise _error(source, line, f"joint {names[j]} has a second OFFSET")
-            need(4, "an OFFSET", line)
-            offsets[j] = [_number(t, source, ln, "OFFSET") for t, ln in toks[i + 1:i + 4]]
+                raise _error(source, line, f"joint {clip(names[j], 60)} has a second OFFSET")
+            offsets[j] = [_number(t, source, ln, "OFFSET") for t, ln in take(3, "an OFFSET", line)]
             has_offset[j] = True
-            i += 4
         elif key == "CHANNELS":
             if not stack:
                 raise _error(source, line, "CHANNELS outside a joint")
             j = stack[-1]
             if channels[j]:
-                raise _error(source, line, f"joint {names[j]} has a second CHANNELS line")
-            need(2, "a CHANNELS line", line)
-            count_tok = toks[i + 1][0]
-            if not (count_tok.isascii() and count_tok.isdigit()) or int(count_tok) > 9:
-                raise _error(source, line, f"CHANNELS count {count_tok[:40]!r} is not a number from 0 to 9")
-            k = int(count_tok)
-            need(2 + k, "a CHANNELS line", line)
+                raise _error(source, line, f"joint {clip(names[j], 60)} has a second CHANNELS line")
+            count_tok = take(1, "a CHANNELS line", line)[0][0]
+            k = _count(count_tok, MAX_CHANNELS_PER_JOINT)
+            if k is None or k > MAX_CHANNELS_PER_JOINT:
+                raise _error(source, line, f"CHANNELS count {_show(count_tok)} is not a number from 0 to "
+                                           f"{MAX_CHANNELS_PER_JOINT}")
             chans = []
-            for t, ln in toks[i + 2:i + 2 + k]:
+            for t, ln in take(k, "a CHANNELS line", line):
                 c = _CANONICAL.get(t.lower())
                 if c is None:
-                    raise _error(source, ln, f"unknown channel {t[:40]!r}")
+                    raise _error(source, ln, f"unknown channel {_show(t)}")
                 if c in chans:
                     raise _error(source, ln, f"channel {c} repeated")
                 chans.append(c)
             channels[j] = tuple(chans)
-            i += 2 + k
         elif tok == "}":
             if not stack:
                 raise _error(source, line, "'}' without an open joint")
             j = stack.pop()
             opened.pop()
             if not has_offset[j]:
-                raise _error(source, line, f"joint {names[j]} has no OFFSET")
-            i += 1
+                raise _error(source, line, f"joint {clip(names[j], 60)} has no OFFSET")
         elif tok == "{":
             raise _error(source, line, "unexpected '{'")
         else:
-            raise _error(source, line, f"unexpected {tok[:40]!r} in HIERARCHY")
+            raise _error(source, line, f"unexpected {_show(tok)} in HIERARCHY")
     if stack:
-        raise _error(source, opened[-1], f"joint {names[stack[-1]]} is never closed")
+        raise _error(source, opened[-1], f"joint {clip(names[stack[-1]], 60)} is never closed")
     if not names:
-        raise _error(source, toks[-1][1], "HIERARCHY has no joints")
+        raise _error(source, toks.line, "HIERARCHY has no joints")
     return names, parents, offsets, channels, end_sites
 
 
 def _header_value(line: str, labels: tuple[str, ...]) -> str | None:
     """The value after a 'Frames:' / 'Frame Time:' label, tolerant of spacing around the colon."""
-    words = line.replace(":", " : ").split()
+    # At most 6 words are split off: a long junk line costs one pass, not a list of its words.
+    words = line.replace(":", " : ").strip().split(None, 5)
     lab = [w.lower() for w in words]
     for label in labels:
         want = label.lower().replace(":", " : ").split()
@@ -607,37 +800,40 @@ def _header_value(line: str, labels: tuple[str, ...]) -> str | None:
     return None
 
 
-def _parse_motion(text: str, first_line: int, num_channels: int, source: str, strict: bool):
-    lines = text.split("\n")
-    # lines[0] is the rest of the MOTION line (empty); header lines follow, blank lines allowed.
-    k, header = 1, []
-    while k < len(lines) and len(header) < 2:
-        if lines[k].strip():
-            header.append((lines[k], first_line + k))
-        k += 1
+def _parse_motion(text: str, start: int, first_line: int, num_channels: int, source: str, strict: bool):
+    # text[start] ends the MOTION line (file line first_line); header lines follow, blank lines
+    # allowed. Walked line by line: the rows are never split into a list, and copied once.
+    header = []
+    pos, k = (None if start >= len(text) else start + 1), 1  # pos: where file line first_line + k starts
+    while pos is not None and len(header) < 2:
+        end = text.find("\n", pos)
+        line = text[pos:] if end < 0 else text[pos:end]
+        if line.strip():
+            header.append((line, first_line + k))
+        pos, k = (None if end < 0 else end + 1), k + 1
     if len(header) < 1:
         raise _error(source, first_line, "MOTION without a 'Frames:' line")
     frames_tok = _header_value(header[0][0], ("Frames:",))
-    if frames_tok is None or not (frames_tok.isascii() and frames_tok.isdigit()):
-        raise _error(source, header[0][1], f"expected 'Frames: N', found {header[0][0].strip()[:60]!r}")
-    declared = int(frames_tok)
+    declared = None if frames_tok is None else _count(frames_tok, MAX_FRAMES)
+    if declared is None:
+        raise _error(source, header[0][1], f"expected 'Frames: N', found {_show(header[0][0].strip(), 60)}")
+    if declared > MAX_FRAMES:
+        raise _error(source, header[0][1], f"Frames: {clip(frames_tok, 20)} is more than the limit of {MAX_FRAMES:,}")
     if len(header) < 2:
         raise _error(source, header[0][1], "MOTION without a 'Frame Time:' line")
     ft_tok = _header_value(header[1][0], ("Frame Time:", "FrameTime:"))
     if ft_tok is None:
-        raise _error(source, header[1][1], f"expected 'Frame Time: T', found {header[1][0].strip()[:60]!r}")
+        raise _error(source, header[1][1], f"expected 'Frame Time: T', found {_show(header[1][0].strip(), 60)}")
     frame_time = _number(ft_tok, source, header[1][1], "Frame Time")
     if frame_time <= 0:
-        raise _error(source, header[1][1], f"Frame Time {ft_tok} is not positive")
-    body_line = first_line + k  # file line number of lines[k]
-    body = "\n".join(lines[k:])
+        raise _error(source, header[1][1], f"Frame Time {_show(ft_tok)} is not positive")
+    body_line = first_line + k  # file line number where the body starts
+    body = "" if pos is None else text[pos:]
     if num_channels == 0:
         # Nothing to read: every frame is the rest pose (a hierarchy-only file or dummy rig).
-        if declared > MAX_FRAMES:
-            raise _error(source, header[0][1], f"{declared} frames is more than {MAX_FRAMES}")
-        if body.strip():
-            extra = next(i for i, r in enumerate(lines[k:]) if r.strip())
-            raise _error(source, body_line + extra, "motion values, but no joint has channels")
+        extra = re.search(r"\S", body)
+        if extra:
+            raise _error(source, body_line + body.count("\n", 0, extra.start()), "motion values, but no joint has channels")
         return frame_time, np.zeros((declared, 0))
     data = _parse_rows(body, body_line, num_channels, source, strict)
     got = data.shape[0]
@@ -645,27 +841,39 @@ def _parse_motion(text: str, first_line: int, num_channels: int, source: str, st
         msg = f"the header says {declared} frames but the file has {got}"
         if strict or got == 0:
             raise _error(source, header[0][1], msg)
-        warnings.warn(f"{source}: line {header[0][1]}: {msg}; reading {got}", BVHWarning, stacklevel=4)
+        warnings.warn(f"{clip(source, 100, tail=True)}: line {header[0][1]}: {msg}; reading {got}", BVHWarning,
+                      stacklevel=4)
     return frame_time, data
+
+
+_COUNT_BLOCK = 8 * 2**20  # bytes of rows whose tokens are counted at once
 
 
 def _row_token_counts(body: str) -> tuple[np.ndarray, np.ndarray]:
     """Whitespace-separated tokens on each line, and each line's start offset, without splitting.
 
-    Byte arithmetic over the whole block: a token starts where a non-blank follows a blank.
+    Byte arithmetic: a token starts where a non-blank follows a blank. Done over blocks of whole
+    lines, so the temporary arrays stay a few times _COUNT_BLOCK whatever the file's size.
     """
     if body.isascii():
         b = np.frombuffer(body.encode("ascii"), dtype=np.uint8)
         starts = np.concatenate([[0], np.flatnonzero(b == 10) + 1])
-        blank = b <= 32
-        tok = ~blank
-        tok[1:] &= blank[:-1]
-        # Tokens before each line start, by binary search in the token positions.
-        before = np.searchsorted(np.flatnonzero(tok), np.append(starts, len(b)))
-        return np.diff(before), starts
-    rows = body.split("\n")
-    counts = np.array([len(r.split()) for r in rows], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum([len(r) + 1 for r in rows])[:-1]]).astype(np.int64)
+        counts = np.empty(len(starts), dtype=np.int64)
+        first = np.searchsorted(starts, np.arange(0, len(b) + 1, _COUNT_BLOCK), side="right") - 1
+        cuts = np.unique(np.append(first, len(starts)))
+        for l0, l1 in zip(cuts[:-1], cuts[1:]):
+            lo, hi = starts[l0], (starts[l1] if l1 < len(starts) else len(b))
+            blk = b[lo:hi]
+            blank = blk <= 32
+            tok = ~blank
+            tok[1:] &= blank[:-1]  # the block starts a line, so its first byte follows a blank
+            # Tokens before each line start, by binary search in the token positions.
+            before = np.searchsorted(np.flatnonzero(tok), np.append(starts[l0:l1] - lo, hi - lo))
+            counts[l0:l1] = np.diff(before)
+        return counts, starts
+    counts = np.fromiter((len(r.split()) for _, r, _ in _lines(body)), dtype=np.int64)
+    lengths = np.fromiter((len(r) + 1 for _, r, _ in _lines(body)), dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     return counts, starts
 
 
@@ -681,17 +889,21 @@ def _parse_rows(body: str, body_line: int, num_channels: int, source: str, stric
         last = bad[-1] == nonempty[-1] and counts[bad[-1]] < num_channels
         if len(bad) > 1 or not last or strict:
             raise _error(source, body_line + i, f"expected {num_channels} values, found {counts[i]}")
-        warnings.warn(f"{source}: line {body_line + i}: motion cut short ({counts[i]} of {num_channels} "
-                      f"values); the incomplete last frame is dropped", BVHWarning, stacklevel=5)
+        warnings.warn(f"{clip(source, 100, tail=True)}: line {body_line + i}: motion cut short ({counts[i]} of "
+                      f"{num_channels} values); the incomplete last frame is dropped", BVHWarning, stacklevel=5)
         end = int(starts[i])
         rows -= 1
+    if rows > MAX_FRAMES:
+        raise _error(source, body_line + int(nonempty[MAX_FRAMES]), f"more than the limit of {MAX_FRAMES:,} frames")
     if rows == 0:
         return np.zeros((0, num_channels))
     block = body[:end]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # numpy warns when it stops before the end: a bad value
         values = np.fromstring(block, dtype=np.float64, sep=" ")
-    if caught or values.size != rows * num_channels or not np.all(np.isfinite(values)):
+    with np.errstate(invalid="ignore"):
+        in_range = values.size == rows * num_channels and bool(np.all(np.abs(values) <= MAX_ABS))
+    if caught or not in_range:
         _locate_bad_value(block, body_line, source)
         # Every token is a plain number, yet numpy read them differently (exotic whitespace).
         values = np.array(block.split(), dtype=np.float64)
@@ -699,12 +911,9 @@ def _parse_rows(body: str, body_line: int, num_channels: int, source: str, stric
 
 
 def _locate_bad_value(block: str, body_line: int, source: str):
-    for i, row in enumerate(block.split("\n")):
+    for n, row, _ in _lines(block):
         for tok in row.split():
-            if not _NUMBER.match(tok):
-                raise _error(source, body_line + i, f"{tok[:40]!r} is not a number")
-            if not math.isfinite(float(tok)):
-                raise _error(source, body_line + i, f"{tok[:40]!r} is not finite")
+            _number(tok, source, body_line + n - 1, "motion")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -740,7 +949,7 @@ def dumps(motion: Motion) -> str:
         order.append(j)
         name = motion.joint_names[j]
         if not name or any(c.isspace() for c in name) or "{" in name or "}" in name:
-            raise DualPMError(f"joint name {name!r} cannot be written to BVH (empty, spaces or braces)")
+            raise DualPMError(f"joint name {clip(repr(name), 60)} cannot be written to BVH (empty, spaces or braces)")
         out.append(f"{ind}{'ROOT' if motion.parents[j] < 0 else 'JOINT'} {name}")
         out.append(f"{ind}{{")
         out.append(f"{ind}\tOFFSET " + " ".join(_fmt(v) for v in motion.offsets[j]))

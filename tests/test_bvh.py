@@ -118,13 +118,20 @@ def test_round_trip_keeps_everything():
 
 
 def test_deep_chains_write_and_read():
-    """A 3,000-bone chain (far past Python's recursion limit) writes and reads back."""
-    n = 3000
+    """A chain as deep as the reader allows (past Python's recursion limit of 1,000 once the test's
+    own frames are counted) writes and reads back; one joint deeper is refused at its line."""
+    n = bvh.MAX_DEPTH
     m = bvh.Motion(tuple(f"j{i}" for i in range(n)), np.arange(-1, n - 1), np.tile([0, 1.0, 0], (n, 1)),
                    tuple(("Xrotation",) for _ in range(n)), 0.1, np.full((2, n), 0.1))
     again = bvh.parse(bvh.dumps(m))
     assert again.num_joints == n
     np.testing.assert_allclose(again.world_positions(), m.world_positions(), atol=1e-6)
+    deeper = bvh.Motion(m.joint_names + ("tip",), np.arange(-1, n), np.tile([0, 1.0, 0], (n + 1, 1)),
+                        m.channels + ((),), 0.1, m.data)
+    text = bvh.dumps(deeper)
+    line = text.splitlines().index("\t" * n + "JOINT tip") + 1
+    with pytest.raises(DualPMError, match=f"deep.bvh: line {line}: joints nested more than the limit of 1,000 deep"):
+        bvh.parse(text, source="deep.bvh")
 
 
 def test_write_read_example_files(tmp_path):
