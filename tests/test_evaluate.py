@@ -72,7 +72,7 @@ def test_missing_model_is_an_error(tmp_path):
 
 
 def test_fit_joint_error_of_the_whole_pipeline(model, templates_dir, tmp_path):
-    from dualpm_addon import fit_skeleton, template
+    from dualpm_addon import fitting, template
     from training.synthesize import SynthConfig, Synthesizer, save_sample
 
     synth = Synthesizer(templates_dir, size=160, layers=4, species=["horse"],
@@ -83,7 +83,7 @@ def test_fit_joint_error_of_the_whole_pipeline(model, templates_dir, tmp_path):
     joints = evaluate.sample_joints(path)
     assert joints is not None and joints[0].shape == (len(joints[1]), 3)
     length = template.load(f"{templates_dir}/horse.npz").body_length
-    ctx = fit_skeleton.prepare()
+    ctx = fitting.prepare()
     exact = {k: np.nan_to_num(np.asarray(a[k], np.float32)) for k in ("P", "Q", "occupancy")}
     exact.update(confidence=np.ones_like(exact["occupancy"]), intrinsics=a["intrinsics"])
     good = evaluate.fit_joint_error(exact, joints, length, ctx, exact=True)
@@ -99,3 +99,57 @@ def test_fit_joint_error_of_the_whole_pipeline(model, templates_dir, tmp_path):
     r = res["heldout_clips"]
     assert abs(r["true_maps"]["fit_joint_error_pct"] - good) < 1e-9
     assert "fit_joint_error_pct" in r["no_mask"] and r["no_mask"]["fit_failures"] in (0, 1)
+
+
+def test_rig_iou_of_every_fit_mode_per_split_and_species(model, templates_dir, tmp_path, monkeypatch):
+    from dualpm_addon import fitting, template
+    from training.synthesize import SynthConfig, Synthesizer, save_sample
+
+    synth = Synthesizer(templates_dir, size=160, layers=4, species=["horse"],
+                        config=SynthConfig(closeup_probability=0.0), exclude_clips=[])
+    a = synth.sample(3)
+    path = str(tmp_path / "s.npz")
+    save_sample(path, a)
+    joints = evaluate.sample_joints(path)
+    length = template.load(f"{templates_dir}/horse.npz").body_length
+    ctx = fitting.prepare()
+    exact = {k: np.nan_to_num(np.asarray(a[k], np.float32)) for k in ("P", "Q", "occupancy")}
+    exact.update(confidence=np.ones_like(exact["occupancy"]), intrinsics=a["intrinsics"])
+    good = evaluate.run_fits(exact, a, joints, length, ctx, exact=True)
+    assert list(good) == list(evaluate.FIT_MODES) and list(good)[0] == "p_only"
+    for fig in good.values():
+        assert fig["rig_iou"] > 0.9 and fig["fit_joint_error_pct"] < 5.0  # the template on its own render
+    wrong = evaluate.run_fits(dict(exact, Q=exact["Q"][:, ::-1].copy()), a, joints, length, ctx, exact=True)
+    assert all(wrong[m]["rig_iou"] < good[m]["rig_iou"] - 0.2 for m in good)  # a bad map: a rig off the animal
+
+    # The hook: one more entry in FIT_MODES is one more column everywhere, its failures counted.
+    monkeypatch.setitem(evaluate.FIT_MODES, "finds_nothing", lambda maps, sample, context, exact=False: None)
+    sess = evaluate.session(str(model))
+    res, _ = evaluate.evaluate_files(sess, {"heldout_clips": [path]}, {"horse": length}, progress=False)
+    r = res["heldout_clips"]
+    assert abs(r["true_maps"]["rig_iou"] - good["p_only"]["rig_iou"]) < 1e-9
+    assert abs(r["true_maps"]["fits"]["pipeline"]["rig_iou"] - good["pipeline"]["rig_iou"]) < 1e-9
+    for where in (r["no_mask"], r["mask_given"], r["true_maps"], r["per_species"]["horse"],
+                  r["per_species"]["horse"]["mask_given"], r["per_species"]["horse"]["true_maps"]):
+        assert set(where["fits"]) == {"p_only", "pipeline", "finds_nothing"}
+        assert where["fits"]["finds_nothing"]["fit_failures"] == 1 and np.isnan(where["fits"]["finds_nothing"]["rig_iou"])
+        iou = where["fits"]["p_only"]["rig_iou"]
+        assert np.isnan(iou) or 0.0 <= iou <= 1.0  # an untrained model's map may give no fit
+        assert abs(where["rig_iou"] - iou) < 1e-12 or (np.isnan(where["rig_iou"]) and np.isnan(iou))
+    lines = evaluate.fit_table(r)
+    assert any(line.split()[:1] == ["pipeline"] for line in lines) and any("horse finds_nothing" in x for x in lines)
+    assert f"{good['p_only']['rig_iou']:.3f}" in next(x for x in lines if x.split()[:1] == ["p_only"])
+
+
+def test_photo_look_reports_the_quokkas_rig_iou_and_overlay(tmp_path):
+    import os
+
+    from tests.conftest import ROOT, cache_path
+
+    out = evaluate.photo_look(os.path.join(ROOT, "assets", "dualpm.onnx"), cache_path("photos"), str(tmp_path))
+    q = out["quokka.jpg"]
+    # the shipped model's reconstruction lands on the quokka, if not well: the figure is in range
+    assert 0.2 < q["rig_iou"] <= 1.0 and 0.2 < q["rig_iou_mask_given"] <= 1.0
+    img = np.asarray(Image.open(q["overlay_picture"]).convert("RGB"))
+    assert img.shape[0] == 480 and np.all(img == (0, 255, 255), axis=-1).sum() > 500
+    assert "rig_iou" not in out["chelsea.png"]  # no true mask, no rig IoU

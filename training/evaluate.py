@@ -8,9 +8,15 @@ animal itself) and with the true mask given. Figures (dualpm_addon.metrics): PCK
 visible pixels, amodal Chamfer in cm (raw, and aligned by translation + scale), both at horse
 scale (distances times horse body length / the species' body length) and in the species' own
 size, mask IoU, per-layer figures; per split, per species and beside the targets of issue 4.
-Where samples carry their joints, also the whole pipeline's joint error: the default skeleton fit
-on the kept points, against the sample's own joints after translation + scale alignment, in % of
-body length, beside the same fit on the true maps (what a perfect predictor would give).
+Where samples carry their joints (every `dualpm synth` sample), each fit of FIT_MODES runs on
+the predicted map (both mask inputs) and on the true maps (what a perfect predictor would give),
+with two figures: joint error, against the sample's own joints after translation + scale
+alignment, in % of body length; and rig IoU, the fitted surface rasterized through the render's
+camera against the true layer-0 mask (metrics.rig_iou: what the artist sees through the scene's
+camera). Modes: "p_only", the skeleton fit on the kept points as they are (its figures are the
+unprefixed fit_joint_error_pct and rig_iou of each summary), and "pipeline", what `dualpm
+reconstruct` runs (fit_camera, then the fit); every mode's under "fits". Per split and species;
+with --photos also the quokka's rig IoU against its outline.
 Also writes a report picture (REPORT with .png, or --png): for a few samples the photo, true and
 predicted masks, true and predicted Q as colours, and the true and predicted amodal clouds from
 the side (a novel view).
@@ -93,7 +99,7 @@ def _summary(rows: list[dict]) -> dict:
     horse = metrics.summarise([r["horse"] for r in rows])
     s["chamfer_cm_horse_scale"] = horse["chamfer_cm"]
     s["chamfer_aligned_cm_horse_scale"] = horse["chamfer_aligned_cm"]
-    return s
+    return _with_fits(s, summarise_fits(r.get("fits") for r in rows))
 
 
 def sample_joints(path: str):
@@ -104,40 +110,128 @@ def sample_joints(path: str):
         return np.asarray(z["joints"], np.float64), tuple(str(n) for n in z["joint_names"])
 
 
-def fit_joint_error(maps: dict, joints, body_length: float, context, exact: bool = False) -> float:
-    """The pipeline's fit on a dual point map's kept points: joint error in % of body length
-    against the sample's own joints (metrics.joint_error_pct); NaN where the pipeline would find
-    no animal or the fit refuses the points. A predicted map is fitted as `dualpm reconstruct`
-    does (its thresholds, fit_skeleton.PREDICTED_POSE_WEIGHT); an `exact` (true) map keeps every
-    occupied point, its confidence carrying nothing, with the fit's default options."""
-    from dualpm_addon import fit_skeleton, pipeline, pointmap
+# -- fits: the skeleton fits measured on every map ---------------------------------------------
+
+def fit_p_only(maps: dict, sample: dict, context, exact: bool = False):
+    """Today's fit (fitting.fit on the kept points' P and Q, nothing from the photo), in the
+    map's own camera: the SkeletonFit, or None where the pipeline would find no animal or the fit
+    refuses the points. A predicted map is fitted with `dualpm reconstruct`'s thresholds and
+    fitting.PREDICTED_POSE_WEIGHT; an `exact` (true) map keeps every occupied point, its
+    confidence carrying nothing, with the fit's default options."""
+    from dualpm_addon import fitting, pipeline, pointmap
 
     pts = pointmap.extract_points(maps, pointmap.OCCUPANCY_THRESHOLD,
                                   -np.inf if exact else pointmap.CONFIDENCE_THRESHOLD)
     if len(pts["P"]) < pipeline.MIN_POINTS:
-        return float("nan")
-    options = fit_skeleton.FitOptions(pose_weight=fit_skeleton.FitOptions.pose_weight if exact
-                                      else fit_skeleton.PREDICTED_POSE_WEIGHT)
+        return None
+    options = fitting.FitOptions(pose_weight=fitting.FitOptions.pose_weight if exact
+                                 else fitting.PREDICTED_POSE_WEIGHT)
     try:
-        fit = fit_skeleton.fit(pts["P"], pts["Q"], context, options)
+        return fitting.fit(pts["P"], pts["Q"], context, options)
     except DualPMError:
+        return None
+
+
+def fit_pipeline(maps: dict, sample: dict, context, exact: bool = False):
+    """What `dualpm reconstruct` does after inference (pipeline.from_pointmap: fit_camera moves the
+    cloud onto its pixels, then the fit with its settings), the render's focal length taken as
+    known, as a photo's EXIF gives it. The fit lies in the camera the rig is seen through, which
+    is the photo's own (the map covers the whole render), so its rig IoU is what the user sees.
+    An `exact` map keeps every occupied point with the fit's default pose prior."""
+    from dualpm_addon import fitting, pipeline
+
+    size = np.asarray(maps["P"]).shape[1:3]
+    pm = dict(maps, crop_box=np.array([0.0, 0.0, size[1], size[0]]), photo_size=np.array(size),
+              focal_from_exif=True)
+    settings = (pipeline.Settings(confidence_threshold=-np.inf, pose_weight=fitting.FitOptions.pose_weight)
+                if exact else pipeline.Settings())
+    photo = pipeline.PhotoInput(np.asarray(sample["rgb"]), None, None, "render")
+    try:
+        return pipeline.from_pointmap(pm, photo, template=context.template, settings=settings).fit
+    except DualPMError:
+        return None
+
+
+# The fits `dualpm eval` measures, each on every predicted map (both mask inputs) and on the true
+# maps: name -> fn(maps, sample, context, exact) -> SkeletonFit (camera space of the map, whose
+# grid is the whole render) or None when it found nothing. maps: P, Q, occupancy, confidence and
+# intrinsics; sample: the render (dataset.load_sample: rgb, mask = the true layer-0 mask,
+# intrinsics) plus `mask_given`, whether the network was given the true mask; context:
+# fitting.prepare(). A new fit is one more line here; "p_only" stays first, the figures
+# without a prefix are its.
+FIT_MODES = {
+    "p_only": fit_p_only,
+    "pipeline": fit_pipeline,
+}
+FIGURE_MODE = "p_only"  # the mode behind fit_joint_error_pct and rig_iou at the top of each summary
+
+
+def fit_figures(fit, joints, body_length: float, true_mask: np.ndarray, intrinsics: np.ndarray) -> dict:
+    """A fit's joint error (% of body length, metrics.joint_error_pct) and rig IoU (its posed
+    surface through the render's intrinsics against the true mask); NaN for a failed fit."""
+    if fit is None:
+        return {"fit_joint_error_pct": float("nan"), "rig_iou": float("nan")}
+    return {"fit_joint_error_pct": metrics.joint_error_pct(fit.joints, fit.joint_names, joints[0], joints[1],
+                                                           body_length),
+            "rig_iou": metrics.rig_iou(fit.posed_vertices, fit.faces, intrinsics, true_mask)}
+
+
+def fit_joint_error(maps: dict, joints, body_length: float, context, exact: bool = False) -> float:
+    """fit_p_only's joint error in % of body length against the sample's own joints; NaN where
+    it found no animal or the fit refused the points."""
+    fit = fit_p_only(maps, {}, context, exact)
+    if fit is None:
         return float("nan")
     return metrics.joint_error_pct(fit.joints, fit.joint_names, joints[0], joints[1], body_length)
 
 
+def run_fits(maps: dict, sample: dict, joints, body_length: float, context, exact: bool = False,
+             mask_given: bool = False) -> dict:
+    """{mode: fit_figures} for every FIT_MODES entry."""
+    mask = np.asarray(sample["mask"], bool) if "mask" in sample else np.asarray(maps["occupancy"])[0] > 0.5
+    ev = dict(sample, mask=mask, mask_given=mask_given)
+    return {name: fit_figures(fn(maps, ev, context, exact), joints, body_length, mask, maps["intrinsics"])
+            for name, fn in FIT_MODES.items()}
+
+
+def summarise_fits(per_sample) -> dict:
+    """Per mode over samples: fit_joint_error_pct and fit_failures (metrics.summarise_fit) and
+    rig_iou, the mean over the fits that worked."""
+    per_sample = [f for f in per_sample if f]
+    if not per_sample:
+        return {}
+    out = {}
+    for name in per_sample[0]:
+        rows = [f[name] for f in per_sample]
+        s = metrics.summarise_fit(r["fit_joint_error_pct"] for r in rows)
+        iou = np.array([r["rig_iou"] for r in rows], np.float64)
+        s["rig_iou"] = float(iou[np.isfinite(iou)].mean()) if np.isfinite(iou).any() else float("nan")
+        out[name] = s
+    return out
+
+
+def _with_fits(summary: dict, fits: dict) -> dict:
+    """summary plus the FIGURE_MODE's rig_iou at the top and every mode under "fits"."""
+    if fits:
+        summary["rig_iou"] = fits[FIGURE_MODE]["rig_iou"]
+        summary["fits"] = fits
+    return summary
+
+
 def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, progress=True):
-    from dualpm_addon import fit_skeleton
+    from dualpm_addon import fitting
     from training.dataset import load_sample, mask_input, sample_meta
 
-    context = fit_skeleton.prepare()
+    context = fitting.prepare()
 
     results, shown = {}, []
     total = sum(len(v) for v in files_by_split.values())
     done, t0 = 0, time.time()
     for split_name, files in files_by_split.items():
         rows = {"no_mask": [], "mask_given": []}
-        species_rows: dict = {}
-        true_fit = []  # the same fit on the true maps: what a perfect predictor would give
+        species_rows: dict = {"no_mask": {}, "mask_given": {}}
+        true_fit = []  # the same fits on the true maps: what a perfect predictor would give
+        species_true: dict = {}
         for i in range(0, len(files), batch):
             chunk = files[i:i + batch]
             samples = [load_sample(f) for f in chunk]
@@ -153,18 +247,22 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
                     length = lengths.get(m["species"], metrics.REFERENCE_BODY_LENGTH)
                     scale = metrics.REFERENCE_BODY_LENGTH / length
                     own = metrics.evaluate(pred, true)
+                    fits = {}
                     if joints[j] is not None:
-                        own["fit_joint_error_pct"] = fit_joint_error(
-                            dict(pred, intrinsics=s["intrinsics"]), joints[j], length, context)
+                        fits = run_fits(dict(pred, intrinsics=s["intrinsics"]), s, joints[j], length, context,
+                                        mask_given=mode == "mask_given")
+                        own["fit_joint_error_pct"] = fits[FIGURE_MODE]["fit_joint_error_pct"]
                         if mode == "no_mask":
                             true_map = dict(true, confidence=np.ones_like(true["occupancy"]), intrinsics=s["intrinsics"])
-                            true_fit.append(fit_joint_error(true_map, joints[j], length, context, exact=True))
+                            tf = run_fits(true_map, s, joints[j], length, context, exact=True)
+                            true_fit.append(tf)
+                            species_true.setdefault(m["species"], []).append(tf)
                     horse = dict(own, chamfer_cm=own["chamfer_cm"] * scale,
                                  chamfer_aligned_cm=own["chamfer_aligned_cm"] * scale)
-                    row = {"own": own, "horse": horse, "species": m["species"], "clip": m["clip"]}
+                    row = {"own": own, "horse": horse, "species": m["species"], "clip": m["clip"], "fits": fits}
                     rows[mode].append(row)
+                    species_rows[mode].setdefault(m["species"], []).append(row)
                     if mode == "no_mask":
-                        species_rows.setdefault(m["species"], []).append(row)
                         if len(shown) < 6 and (not shown or shown[-1][0] != split_name or len(shown) < 3):
                             shown.append((split_name, s, pred, own))
             done += len(chunk)
@@ -174,11 +272,21 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
             continue
         summary = {mode: _summary(r) for mode, r in rows.items() if r}
         if true_fit:
-            summary["true_maps"] = metrics.summarise_fit(true_fit)
+            fits = summarise_fits(true_fit)
+            summary["true_maps"] = _with_fits(dict(fits[FIGURE_MODE]), fits)
+        per_species = {}
+        for sp, r in sorted(species_rows["no_mask"].items()):
+            per_species[sp] = {k: v for k, v in _summary(r).items() if k != "layers"}
+            given = species_rows["mask_given"].get(sp)
+            if given and any(x["fits"] for x in given):
+                per_species[sp]["mask_given"] = _with_fits({}, summarise_fits(x["fits"] for x in given))
+            if sp in species_true:
+                fits = summarise_fits(species_true[sp])
+                per_species[sp]["true_maps"] = _with_fits(dict(fits[FIGURE_MODE]), fits)
         results[split_name] = {
             "samples": len(files),
             **summary,
-            "per_species": {sp: {k: v for k, v in _summary(r).items() if k != "layers"} for sp, r in sorted(species_rows.items())},
+            "per_species": per_species,
             "targets_no_mask": with_targets(split_name, summary["no_mask"]),
             "targets_mask_given": with_targets(split_name, summary["mask_given"]),
         }
@@ -257,10 +365,24 @@ def polygon_mask(points, height: int, width: int) -> np.ndarray:
     return np.asarray(im) > 127
 
 
+def photo_reconstruction(pm: dict, photo, mask, name: str):
+    """The pipeline's reconstruction of a photo's predicted map (pipeline.from_pointmap, as
+    `dualpm reconstruct` runs it after inference), or None where it finds no animal."""
+    from dualpm_addon import pipeline
+
+    try:
+        return pipeline.from_pointmap(pm, pipeline.PhotoInput(photo.rgb, mask, photo.focal_mm, name))
+    except DualPMError:
+        return None
+
+
 def photo_look(model: str, folder: str, out_dir: str) -> dict:
     """Real photos through the shipped path (image_io + preprocess + inference.Runner): for each
     photo the crop, predicted occupancy and the kept points from the side; for the quokka the mask
-    IoU against its annotated outline (in the crop's grid, the true mask cropped the same way)."""
+    IoU against its annotated outline (in the crop's grid, the true mask cropped the same way),
+    and the rig IoU of the reconstruction's fitted surface through the photo's camera against the
+    outline at the photo's size, without and with the outline given as the mask input, with the
+    overlay picture (preview.overlay) of the first."""
     from PIL import Image
 
     from dualpm_addon import image_io, preprocess
@@ -293,6 +415,18 @@ def photo_look(model: str, folder: str, out_dir: str) -> dict:
             rm = preprocess.predict_photo(runner, photo.rgb, true, photo.focal_mm, name)
             true_grid_m = preprocess.crop_resize_mask(true, tuple(rm["crop_box"]), rm["occupancy"].shape[-1]) > 127
             fig["mask_iou_mask_given"] = metrics.mask_iou(rm["occupancy"][0] > 0.5, true_grid_m)
+            # what the user gets: the rig `dualpm reconstruct` fits, seen through the photo's camera
+            for key, maps, given in (("rig_iou", r, None), ("rig_iou_mask_given", rm, true)):
+                rec = photo_reconstruction(maps, photo, given, name)
+                fig[key] = (float("nan") if rec is None else
+                            metrics.rig_iou(rec.fit.posed_vertices, rec.fit.faces, rec.photo_intrinsics, true))
+                if rec is not None and given is None:
+                    from dualpm_addon import preview
+
+                    over = os.path.join(out_dir, f"photo_{os.path.splitext(name)[0]}_overlay.png")
+                    os.makedirs(out_dir, exist_ok=True)
+                    Image.fromarray(preview.overlay(photo.rgb, rec, min(480, photo.rgb.shape[0]))).save(over)
+                    fig["overlay_picture"] = over
         pts, cols = r["P"][keep], np.asarray(r["rgb"])[np.nonzero(keep)[1], np.nonzero(keep)[2]]
         tiles = [np.asarray(r["rgb"], np.uint8),
                  np.repeat((np.clip(r["occupancy"][0], 0, 1) * 255).astype(np.uint8)[..., None], 3, -1),
@@ -304,6 +438,34 @@ def photo_look(model: str, folder: str, out_dir: str) -> dict:
         fig["picture"] = pic
         out[name] = fig
     return out
+
+
+def _fig(x, fmt: str) -> str:
+    return format(x, fmt) if x is not None and np.isfinite(x) else "-"
+
+
+def fit_table(split: dict) -> list[str]:
+    """The fit figures of one split's results, one row per fit mode and one per species: joint
+    error (%) and rig IoU without a mask input, with the true mask given, and on the true maps."""
+    cols = [("no_mask", split.get("no_mask", {})), ("mask_given", split.get("mask_given", {})),
+            ("true_maps", split.get("true_maps", {}))]
+    head = "  ".join(f"{c:>18s}" for c, _ in cols)
+    lines = [f"  {'fit':<22s}{head}", f"  {'':<22s}" + "  ".join(f"{'joint %':>9s}{'rig IoU':>9s}" for _ in cols)]
+
+    def row(label, figures):
+        cells = []
+        for f in figures:
+            cells.append(f"{_fig(f.get('fit_joint_error_pct'), '.1f'):>9s}{_fig(f.get('rig_iou'), '.3f'):>9s}")
+        return f"  {label:<22s}" + "  ".join(cells)
+
+    for mode in FIT_MODES:
+        lines.append(row(mode, [c.get("fits", {}).get(mode, {}) for _, c in cols]))
+    for sp, fig in split.get("per_species", {}).items():
+        for mode in FIT_MODES:
+            lines.append(row(f"{sp} {mode}", [fig.get("fits", {}).get(mode, {}),
+                                               fig.get("mask_given", {}).get("fits", {}).get(mode, {}),
+                                               fig.get("true_maps", {}).get("fits", {}).get(mode, {})]))
+    return lines
 
 
 def finite_json(x):
@@ -362,4 +524,11 @@ def run(args) -> int:
               + (f"  fit joint error {nm['fit_joint_error_pct']:.1f} % of body length "
                  f"({r['true_maps']['fit_joint_error_pct']:.1f} % on the true maps)" if "true_maps" in r else ""),
               file=sys.stderr)
+        if "true_maps" in r:
+            for line in fit_table(r):
+                print(line, file=sys.stderr)
+    for name, fig in report.get("photos", {}).items():
+        if "rig_iou" in fig:
+            print(f"{name}: rig IoU {fig['rig_iou']:.3f} (the true mask given to the network: "
+                  f"{fig.get('rig_iou_mask_given', float('nan')):.3f})", file=sys.stderr)
     return 0
