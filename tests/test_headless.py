@@ -185,3 +185,17 @@ def test_blender_background_batch_in_the_installed_extension(data, tmp_path, tmp
                        ("other", {"source": "mask-dir", "path": indir})):
         with open(os.path.join(out, f"{name}.json")) as f:
             assert json.load(f)["mask"] == want
+
+
+@pytest.mark.slow
+def test_the_readme_example_reconstructs_with_the_shipped_model(tmp_path):
+    """README's first command: the whole cat (scripts/data/photos.sh) through the default model."""
+    photo = os.path.join(env.ROOT, ".cache", "photos", "muybridge_cat.png")
+    if not os.path.isfile(photo):
+        pytest.skip("run scripts/data/photos.sh to fetch muybridge_cat.png")
+    proc = _dualpm("reconstruct", photo, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((tmp_path / "muybridge_cat.json").read_text())
+    assert s["status"] == "ok" and s["photo_size"] == [166, 109] and s["mask"]["source"] == "none"
+    assert s["points_kept"] >= 1000 and s["bones_fitted"] >= 20
+    assert sorted(os.listdir(tmp_path)) == [f"muybridge_cat.{e}" for e in ("blend", "glb", "json", "png")]
