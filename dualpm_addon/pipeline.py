@@ -53,6 +53,8 @@ class Settings:
     surface_pull: float = 0.0
     pose_weight: float | None = None  # the fit's pose prior; None: fit_skeleton.PREDICTED_POSE_WEIGHT
     place_camera: bool = True  # fit_camera: the cloud's distance, and the focal when EXIF had none
+    fit: str = "photo"  # "photo": fitting.fit_to_photo (Q reprojected, the mask); "points": the 3D fit alone
+    segmenter: str = "auto"  # "auto": the shipped U2-Net-p, else the predictor's mask; "off"; or a .onnx path
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -88,6 +90,11 @@ class Reconstruction:
     settings: dict
     camera_fit: object = None  # fit_camera.CameraFit, or None when the cloud was taken as predicted
     timings: dict = field(default_factory=dict)
+    photo_mask: np.ndarray | None = None  # (H, W) bool, the outline the fit used (photo pixels)
+    mask_source: str = ""  # "user", "segmenter", "predictor" (preprocess.MASK_SOURCES) or "" (none)
+    animals_found: int = 1
+    rig_iou: float = float("nan")  # the fitted surface through the photo's camera against photo_mask
+    segmenter_note: str = ""  # why the segmenter was not used, when it was wanted
 
     @property
     def num_points(self) -> int:
@@ -116,6 +123,10 @@ class Reconstruction:
                 "reprojection_px_median": float(self.camera_fit.residual_px_median),
                 "reprojection_px_before": float(self.camera_fit.residual_px_before),
                 "distance_m": float(self.camera_fit.distance)},
+            "mask_source": self.mask_source or "none", "animals_found": int(self.animals_found),
+            "rig_iou": None if not np.isfinite(self.rig_iou) else round(float(self.rig_iou), 4),
+            "photo_fit": dict(getattr(fit, "photo", {}) or {}),
+            "segmenter_note": self.segmenter_note or None,
             "timings_s": {k: round(float(v), 4) for k, v in self.timings.items()},
             "parameters": self.settings,
         }
@@ -165,8 +176,12 @@ def reconstruct(predictor, photo: PhotoInput, template=None, settings: Settings 
     timings = {} if timings is None else timings
     _check(cancelled)
     report("inference", 0.0)
+    settings = settings or Settings()
+    segmenter, segmenter_note = (None, "") if photo.mask is not None else load_segmenter(settings.segmenter)
     t0 = time.perf_counter()
-    pm = preprocess.predict_photo(predictor, photo.rgb, photo.mask, photo.focal_mm, photo.source)
+    pm = preprocess.predict_photo(predictor, photo.rgb, photo.mask, photo.focal_mm, photo.source, segmenter=segmenter)
+    if segmenter_note:
+        pm["segmenter_note"] = segmenter_note
     timings["inference"] = time.perf_counter() - t0
     _check(cancelled)
 
@@ -208,29 +223,104 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
     pose_weight = fit_skeleton.PREDICTED_POSE_WEIGHT if settings.pose_weight is None else settings.pose_weight
     options = fit_skeleton.FitOptions(surface_pull=settings.surface_pull, pose_weight=pose_weight,
                                       seed=settings.seed, point_weights=True)
-    fit = fit_skeleton.fit(pts["P"], pts["Q"], context=fit_context(template), options=options)
-    # Rest positions of the points under the fitted pose (model space), for the Armature modifier.
-    m_inv = np.linalg.inv(fit.model_to_camera)
-    p_model = np.asarray(pts["P"], dtype=np.float64) @ m_inv[:3, :3].T + m_inv[:3, 3]
-    rest = unskin(p_model, fit.rest_skeleton, fit.rotations, fit.point_skin_joints, fit.point_skin_weights)
+    size = pm["P"].shape[1]
+    h, w = (int(v) for v in np.asarray(pm.get("photo_size", pm["P"].shape[1:3])))
+    box = np.asarray(pm.get("crop_box", (0.0, 0.0, float(w), float(h))), dtype=np.float64)
+    photo_mask = pm.get("photo_mask")
+    if settings.fit == "photo":
+        grid_mask = photo_grid_mask(pm, photo_mask, box, size)
+        fit = fit_skeleton.fit_to_photo(pts, k_crop, grid_mask, fit_context(template),
+                                        fit_skeleton.PhotoOptions(fit=options),
+                                        focal_known=bool(pm.get("focal_from_exif", False)))
+        k_crop = np.asarray(fit.intrinsics, dtype=np.float64)
+        # The cloud goes where the rig says each point is: it then lines up with the photo too.
+        rest = fitted_rest_points(fit, pts["Q"], template.skeleton)
+        pts["P"] = fitted_points(fit, pts["Q"], template.skeleton).astype(np.float32)
+    elif settings.fit == "points":
+        fit = fit_skeleton.fit(pts["P"], pts["Q"], context=fit_context(template), options=options)
+        # Rest positions of the points under the fitted pose (model space), for the Armature modifier.
+        m_inv = np.linalg.inv(fit.model_to_camera)
+        p_model = np.asarray(pts["P"], dtype=np.float64) @ m_inv[:3, :3].T + m_inv[:3, 3]
+        rest = unskin(p_model, fit.rest_skeleton, fit.rotations, fit.point_skin_joints, fit.point_skin_weights)
+    else:
+        raise DualPMError(f"fit: unknown fit {settings.fit!r}; one of photo, points")
     timings["fit"] = time.perf_counter() - t0
     _check(cancelled)
 
-    h, w = (int(v) for v in np.asarray(pm.get("photo_size", pm["P"].shape[1:3])))
-    size = pm["P"].shape[1]
-    box = np.asarray(pm.get("crop_box", (0.0, 0.0, float(w), float(h))), dtype=np.float64)
+    k_photo = camera.uncrop_intrinsics(k_crop, box, (size, size))
+    rig_iou = float("nan")
+    if photo_mask is not None:
+        from . import metrics
+
+        rig_iou = metrics.rig_iou(fit.posed_vertices, fit.faces, k_photo, np.asarray(photo_mask, dtype=bool))
     return Reconstruction(
         source=photo.source, path=photo.path, sha256=photo.sha256, photo_size=(h, w),
-        photo_intrinsics=camera.uncrop_intrinsics(k_crop, box, (size, size)), crop_box=box, points=pts,
+        photo_intrinsics=k_photo, crop_box=box, points=pts,
         point_rest=rest.astype(np.float32), point_skin_joints=np.asarray(fit.point_skin_joints),
         point_skin_weights=np.asarray(fit.point_skin_weights), point_matched=np.asarray(fit.point_valid, dtype=bool),
         fit=fit, template=template, model_version=predictor_version,
         settings=dict(settings.as_dict(), pose_weight=pose_weight, focal_mm=float(pm.get("focal_mm", 0.0)),
                       focal_from_exif=bool(pm.get("focal_from_exif", False))),
-        camera_fit=camera_fit, timings=timings)
+        camera_fit=camera_fit, timings=timings, photo_mask=None if photo_mask is None else np.asarray(photo_mask, bool),
+        mask_source=str(pm.get("mask_source", "user" if photo.mask is not None else "")),
+        animals_found=int(pm.get("animals_found", 1)), rig_iou=rig_iou,
+        segmenter_note=str(pm.get("segmenter_note", "")))
+
+
+def photo_grid_mask(pm: dict, photo_mask, box, size: int) -> np.ndarray:
+    """The animal's outline in the map's grid: the photo mask cropped as the photo was, else the
+    predictor's own layer-0 occupancy (the documented fallback when no mask reached the fit)."""
+    if photo_mask is not None:
+        from .preprocess import crop_resize_mask
+
+        return crop_resize_mask(np.asarray(photo_mask, dtype=bool), box, size) > 127
+    return np.asarray(pm["occupancy"])[0] > pointmap.OCCUPANCY_THRESHOLD
+
+
+def fitted_rest_points(fit, q: np.ndarray, skeleton) -> np.ndarray:
+    """Each point's Q carried onto the instance's rest shape (model space) by its skin weights;
+    `skeleton` is the template's (Q's reference) rest skeleton."""
+    from .fitting import instance_rest_points
+
+    return instance_rest_points(skeleton, np.asarray(q, np.float64),
+                                fit.point_skin_joints, fit.point_skin_weights, fit.global_scale, fit.bone_scales,
+                                thickness=fit.thickness)
+
+
+def fitted_points(fit, q: np.ndarray, skeleton) -> np.ndarray:
+    """Camera-space positions of the points' Q on the fitted, posed rig."""
+    from .skinning import linear_blend_skinning
+
+    rest = fitted_rest_points(fit, q, skeleton)
+    g = fit.rest_skeleton.forward_kinematics(fit.rotations)
+    posed = linear_blend_skinning(rest, fit.point_skin_joints, fit.point_skin_weights,
+                                  fit.rest_skeleton.skinning_matrices(g))
+    m = fit.model_to_camera
+    return posed @ m[:3, :3].T + m[:3, 3]
 
 
 _CACHE: dict = {}
+_SEGMENTERS: dict = {}
+
+
+def load_segmenter(setting: str = "auto"):
+    """(segment.Segmenter or None, note). "auto": the shipped model, and when it is missing or
+    corrupt no segmenter and the reason as the note (the predictor's own mask is then used, and
+    the JSON says so); "off": none; a path: that model, a one-line DualPMError when it fails."""
+    from . import segment
+
+    if setting == "off":
+        return None, ""
+    path = None if setting == "auto" else setting
+    key = path or "auto"
+    if key not in _SEGMENTERS:
+        try:
+            _SEGMENTERS[key] = (segment.load(path), "")
+        except DualPMError as e:
+            if path is not None:
+                raise
+            _SEGMENTERS[key] = (None, f"segmenter unavailable, the predictor's mask was used: {e}")
+    return _SEGMENTERS[key]
 
 
 def fit_context(template):

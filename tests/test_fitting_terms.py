@@ -96,3 +96,16 @@ def test_sample_field_grows_past_the_border():
     val, g = sample_field(field, np.array([[10.0, 10.0], [2.5, 10.5], [-10.5, 10.5]]))
     assert val[0] == 0 and val[1] == pytest.approx(3.0) and val[2] > val[1] + 10
     assert g[1, 0] < 0 and g[2, 0] < 0  # moving right (toward the mask) lowers the distance
+
+
+def test_root_only_columns_are_the_full_jacobians_columns(setup):
+    model, bound, verts, x, scene, uv, mask = setup
+    for term in (terms.Points3D(bound, scene["P"], 0.5), terms.Reprojection(bound, uv, K, 160),
+                 terms.SilhouetteInside(verts, mask, K), terms.SilhouetteFill(verts, mask, K)):
+        full = term.jacobian(x)[:, model.active(True)]
+        model.root_only = True
+        try:
+            part = term.jacobian(x)
+        finally:
+            model.root_only = False
+        np.testing.assert_allclose(part, full, rtol=1e-12, atol=1e-12)

@@ -62,6 +62,7 @@ class ChainModel:
         self._key = None
         self._bones = None
         self.version = 0  # bumped when fixed_rot changes, so bound points drop their caches
+        self.root_only = False  # while set, bound points give only the root's Jacobian columns
 
     def set_fixed(self, fixed_rot: np.ndarray) -> None:
         self.fixed_rot = np.array(fixed_rot, dtype=np.float64)
@@ -192,20 +193,23 @@ class BoundPoints:
         xs = np.einsum("nsab,nsb->nsa", gr[self.kj], y) + gt[self.kj]
         pm = np.einsum("ns,nsa->na", self.kw, xs)
         u = pm @ rm.T
-        self._key, self._fwd, self._jac = key, (xs, pm, u), None
+        self._key, self._fwd, self._jac, self._jac_root = key, (xs, pm, u), None, False
         return self._fwd
 
     def camera(self, x) -> np.ndarray:
         return self.forward(x)[2] + x[3:6]
 
     def jacobian(self, x) -> np.ndarray:
-        """(N, 3, n_params) d camera / d x, cached for the last x."""
+        """(N, 3, n_params) d camera / d x, cached for the last x; while model.root_only is set,
+        (N, 3, len(model.active(True))): the root's columns alone (a root-only solve needs no
+        more, and they are a small part of the cost)."""
         xs, pm, u = self.forward(x)
-        if self._jac is not None:
+        if self._jac is not None and self._jac_root == self.model.root_only:
             return self._jac
         model = self.model
         rm, gr, gt, sg, s, th = model.bones(x)
-        j = np.zeros((self.n, 3, model.n_params))
+        root_only = model.root_only
+        j = np.zeros((self.n, 3, len(model.active(True)) if root_only else model.n_params))
         a = rm @ right_jacobian(x[0:3])
         # Column b is a[:, b] x u, written out row by row for all points at once.
         j[:, 0, 0:3] = a[1] * u[:, 2, None] - a[2] * u[:, 1, None]
@@ -213,6 +217,10 @@ class BoundPoints:
         j[:, 2, 0:3] = a[0] * u[:, 1, None] - a[1] * u[:, 0, None]
         j[:, :, 3:6] = np.eye(3)
         j[:, :, 6] = u
+        self._jac_root = root_only
+        if root_only:  # the focal column, when there is one, is the projection's, not the points'
+            self._jac = j
+            return j
         if len(model.free):
             aj = rm @ gr[model.free] @ right_jacobian(model.rotations_block(x))  # (F, 3, 3) camera axes
             v = np.einsum("ps,psa->pa", self.r_coef, xs[self.r_i]) - self.r_w[:, None] * gt[self.r_j]

@@ -9,7 +9,7 @@ camera's focal length (held near the EXIF value when the photo has one) and the 
 solved with the pose, and each body part gets a thickness scale that the outline sets.
 
 Hypotheses (hypotheses.py): the 3D fit's own solution, upright facings in 8 directions, then the
-two best of those with each clip and authored pose; each is solved for the root alone (a few
+best of those with each clip and authored pose; each is solved for the root alone (a few
 iterations), the best is refined with every parameter, and the lowest cost is kept.
 """
 
@@ -42,7 +42,9 @@ class PhotoOptions:
     thickness_weight: prior on the per-part thickness log scales.
     max_reprojection, vertex_samples: subset sizes (visible points, mesh vertices).
     hypotheses: try the facings and poses (False: start from the 3D fit only).
-    root_iterations, final_iterations: LM iterations of the root-only and the full solves.
+    pose_roots: the best facings each pose is tried with; refined: the best starts refined fully.
+    root_iterations, final_iterations: LM iterations of the root-only and the full solves;
+    tol: the full solve's relative cost decrease below which it stops.
     """
 
     fit: FitOptions = field(default_factory=lambda: FitOptions(pose_weight=0.01))
@@ -58,8 +60,11 @@ class PhotoOptions:
     max_reprojection: int = 300
     vertex_samples: int = 500
     hypotheses: bool = True
+    pose_roots: int = 1
+    refined: int = 1
     root_iterations: int = 4
     final_iterations: int = 12
+    tol: float = 5e-3
 
 
 def _vertex_samples(template, n: int) -> np.ndarray:
@@ -167,22 +172,20 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
                            model.fixed_rot))
     solved = []
     for name, x0, fixed in starts:
-        model.set_fixed(fixed)
-        sol = solver.levenberg_marquardt(objective, x0, options.root_iterations, fo.tol, model.active(True))
+        sol = _root_solve(objective, model, x0, fixed, options)
         solved.append((sol.cost, name, sol.x, fixed))
         tried.append({"name": name, "root_cost": sol.cost})
     solved.sort(key=lambda s: s[0])
     if options.hypotheses:
         poses = hypotheses.clip_poses(template) + hypotheses.authored_poses(template)
-        for _, base, xb, _ in solved[:2]:
+        for _, base, xb, _ in solved[:options.pose_roots]:
             for pname, local in poses:
                 x0 = xb.copy()
                 x0[7:model.col_scale] = quat_to_axis_angle(matrix_to_quat(local[model.free])).ravel()
                 fixed = model.fixed_rot.copy()
                 still = np.setdiff1d(np.arange(len(fixed)), model.free)
                 fixed[still] = np.where(ctx.fixed[still, None, None], fixed[still], local[still])
-                model.set_fixed(fixed)
-                sol = solver.levenberg_marquardt(objective, x0, options.root_iterations, fo.tol, model.active(True))
+                sol = _root_solve(objective, model, x0, fixed, options)
                 solved.append((sol.cost, f"{base}+{pname}", sol.x, fixed))
                 tried.append({"name": f"{base}+{pname}", "root_cost": sol.cost})
         model.set_fixed(starts[0][2])
@@ -192,9 +195,9 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     # -- refinement of the best --------------------------------------------------------------
     tic = time.perf_counter()
     best = None
-    for c0, name, x0, fixed in solved[:2]:
+    for c0, name, x0, fixed in solved[:options.refined]:
         model.set_fixed(fixed)
-        sol = solver.levenberg_marquardt(objective, x0, options.final_iterations, fo.tol)
+        sol = solver.levenberg_marquardt(objective, x0, options.final_iterations, options.tol)
         if best is None or sol.cost < best[0].cost:
             best = (sol, name, fixed)
     sol, name, fixed = best
@@ -211,6 +214,16 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
                  "thickness": {pn: float(t) for (pn, _), t in zip(_parts(), np.exp(model.thickness_block(sol.x)))},
                  "visible_points": 0 if vis is None else int(len(vis[0])), "mask": mask is not None}
     return out
+
+
+def _root_solve(objective, model, x0, fixed, options: PhotoOptions) -> solver.Solution:
+    """A few LM iterations on the root alone (rotation, translation, scale, focal) from x0."""
+    model.set_fixed(fixed)
+    model.root_only = True
+    try:
+        return solver.levenberg_marquardt(objective, x0, options.root_iterations, options.fit.tol, model.active(True))
+    finally:
+        model.root_only = False
 
 
 def _parts():

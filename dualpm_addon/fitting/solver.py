@@ -78,7 +78,9 @@ def levenberg_marquardt(terms, x0, max_iter: int = 10, tol: float = 5e-3, active
         h = np.zeros((len(act), len(act)))
         g = np.zeros(len(act))
         for t, r in zip(terms, rs):
-            j = t.jacobian(x)[:, act]
+            j = t.jacobian(x)
+            if j.shape[1] != len(act):  # terms of a root-only solve may give its columns alone
+                j = j[:, act]
             w = np.ones(len(r)) if t.loss is None else rho((r / t.f_scale) ** 2, t.loss)[1]
             jw = j * w[:, None]
             h += jw.T @ j

@@ -26,9 +26,11 @@ def project(c: np.ndarray, k: np.ndarray, log_focal: float):
     return uv, d, np.stack([fx * a, fy * b], axis=1)
 
 
-def chain_rule(d_uv_dc: np.ndarray, d_uv_dlf: np.ndarray, jc: np.ndarray, col_focal: int) -> np.ndarray:
-    """(N, 2, n_params) d uv / d x from d c / d x (N, 3, n_params)."""
+def chain_rule(d_uv_dc: np.ndarray, d_uv_dlf: np.ndarray, jc: np.ndarray, model) -> np.ndarray:
+    """(N, 2, columns) d uv / d x from d c / d x (N, 3, columns); the columns are all parameters,
+    or the root's alone (rotation, translation, scale, focal) while model.root_only is set."""
     j = np.einsum("nab,nbp->nap", d_uv_dc, jc)
-    if col_focal >= 0:
-        j[:, :, col_focal] += d_uv_dlf
+    col = (len(jc[0, 0]) - 1) if model.root_only else model.col_focal
+    if model.photo:
+        j[:, :, col] += d_uv_dlf
     return j

@@ -35,5 +35,5 @@ class Reprojection:
 
     def jacobian(self, x) -> np.ndarray:
         _, d, dlf = self._project(x)
-        j = chain_rule(d, dlf, self.bound.jacobian(x), self.bound.model.col_focal) * self.row[:, :, None]
+        j = chain_rule(d, dlf, self.bound.jacobian(x), self.bound.model) * self.row[:, :, None]
         return j.reshape(-1, j.shape[2])

@@ -80,7 +80,7 @@ class SilhouetteInside:
 
     def jacobian(self, x) -> np.ndarray:
         _, g, d, dlf = self._eval(x)
-        j = chain_rule(d, dlf, self.bound.jacobian(x), self.bound.model.col_focal)
+        j = chain_rule(d, dlf, self.bound.jacobian(x), self.bound.model)
         return np.einsum("na,nap->np", g, j) * self.row
 
 
@@ -111,5 +111,5 @@ class SilhouetteFill:
     def jacobian(self, x) -> np.ndarray:
         _, d, dlf, nn = self._eval(x)
         jc = self.bound.jacobian(x)
-        j = chain_rule(d[nn], dlf[nn], jc[nn], self.bound.model.col_focal) * self.row
+        j = chain_rule(d[nn], dlf[nn], jc[nn], self.bound.model) * self.row
         return j.reshape(-1, j.shape[2])
