@@ -101,7 +101,9 @@ def _preview(request, rec) -> "object":
     tpl = rec.template
     skinned = np.bincount(tpl.skin_joints[tpl.skin_weights > 0], minlength=tpl.skeleton.num_joints) > 0
     segs = preview.skeleton_segments(g[:, :3, 3], fit.rest_skeleton.parents, skinned[: fit.rest_skeleton.num_joints])
-    return preview.render(request.photo.rgb, pts, colours, segs)
+    return preview.render(request.photo.rgb, pts, colours, segs, overlay_vertices=fit.posed_vertices,
+                          overlay_faces=fit.faces, overlay_joints=fit.joints, parents=fit.rest_skeleton.parents,
+                          overlay_keep=skinned[: fit.rest_skeleton.num_joints], intrinsics=rec.photo_intrinsics)
 
 
 def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mask: str | None = None,

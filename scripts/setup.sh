@@ -81,4 +81,4 @@ for f in scripts/data/*.sh; do
 done
 
 step "Done"
-echo "Try: .venv/bin/dualpm reconstruct .cache/photos/chelsea.png --out out/" >&2
+echo "Try: .venv/bin/dualpm reconstruct .cache/photos/muybridge_cat.png --out out/" >&2

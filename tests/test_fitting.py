@@ -316,3 +316,55 @@ def test_fit_command_uses_the_stronger_prior_for_predicted_maps(tmp_path, horse)
     assert json.loads((tmp_path / "b" / "pred.json").read_text())["solver"]["pose_weight"] == 0.5
     assert cli.main(["fit", str(path), "--out", str(tmp_path / "c"), "--pose-weight", "-1"]) != 0
     assert not (tmp_path / "c").exists()
+
+
+# -- the photo fit ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def render(templates_dir):
+    from training.synthesize import SynthConfig, Synthesizer
+
+    synth = Synthesizer(templates_dir, size=160, layers=4, species=["horse"],
+                        config=SynthConfig(closeup_probability=0.0), exclude_clips=[])
+    return synth.sample(3)
+
+
+def exact_points(a):
+    maps = {k: np.nan_to_num(np.asarray(a[k], np.float32)) for k in ("P", "Q", "occupancy")}
+    maps.update(confidence=np.ones_like(maps["occupancy"]), intrinsics=a["intrinsics"])
+    return pointmap.extract_points(maps, 0.5, -np.inf)
+
+
+def test_photo_fit_covers_the_true_mask(ctx, render):
+    from dualpm_addon import metrics
+
+    mask = np.asarray(render["mask"], bool)
+    f = fs.fit_to_photo(exact_points(render), render["intrinsics"], mask, ctx, focal_known=True)
+    assert metrics.rig_iou(f.posed_vertices, f.faces, f.intrinsics, mask) >= 0.9
+    assert f.photo["hypotheses_tried"] > 10 and f.photo["mask"] and set(f.photo["thickness"]) == {n for n, _ in fs.PARTS}
+    assert 0.9 < f.photo["focal_factor"] < 1.1  # EXIF-like known focal: held
+
+
+def test_mirrored_photo_gives_the_mirrored_rig(ctx, render):
+    pts = exact_points(render)
+    mask = np.asarray(render["mask"], bool)
+    k = np.asarray(render["intrinsics"], np.float64)
+    f = fs.fit_to_photo(pts, k, mask, ctx, focal_known=True)
+    w = mask.shape[1]
+    flip = dict(pts, P=pts["P"] * [-1, 1, 1], Q=pts["Q"] * [-1, 1, 1], pixel=pts["pixel"] * [1, -1] + [0, w - 1])
+    km = k.copy()
+    km[0, 2] = w - k[0, 2]
+    g = fs.fit_to_photo(flip, km, mask[:, ::-1], ctx, focal_known=True)
+    names = list(f.joint_names)
+    swap = [names.index(fs.mirror_name(n)) if fs.mirror_name(n) in names else i for i, n in enumerate(names)]
+    mirrored = g.joints[swap] * [-1, 1, 1]
+    err = np.linalg.norm(mirrored - f.joints, axis=1).mean() / f.body_length
+    assert err < 0.05, err
+
+
+def test_photo_fit_bad_input_is_one_line(ctx, render):
+    pts = exact_points(render)
+    with pytest.raises(DualPMError, match="non-empty"):
+        fs.fit_to_photo(pts, render["intrinsics"], np.zeros((160, 160), bool), ctx)
+    with pytest.raises(DualPMError, match="intrinsics"):
+        fs.fit_to_photo(pts, np.eye(2), None, ctx)

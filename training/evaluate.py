@@ -132,7 +132,7 @@ def fit_p_only(maps: dict, sample: dict, context, exact: bool = False):
         return None
 
 
-def fit_pipeline(maps: dict, sample: dict, context, exact: bool = False):
+def fit_pipeline(maps: dict, sample: dict, context, exact: bool = False, fit: str = "photo", photo_mask=None):
     """What `dualpm reconstruct` does after inference (pipeline.from_pointmap: fit_camera moves the
     cloud onto its pixels, then the fit with its settings), the render's focal length taken as
     known, as a photo's EXIF gives it. The fit lies in the camera the rig is seen through, which
@@ -143,13 +143,36 @@ def fit_pipeline(maps: dict, sample: dict, context, exact: bool = False):
     size = np.asarray(maps["P"]).shape[1:3]
     pm = dict(maps, crop_box=np.array([0.0, 0.0, size[1], size[0]]), photo_size=np.array(size),
               focal_from_exif=True)
-    settings = (pipeline.Settings(confidence_threshold=-np.inf, pose_weight=fitting.FitOptions.pose_weight)
-                if exact else pipeline.Settings())
+    if photo_mask is not None:
+        pm["photo_mask"] = photo_mask
+    settings = (pipeline.Settings(confidence_threshold=-np.inf, pose_weight=fitting.FitOptions.pose_weight, fit=fit)
+                if exact else pipeline.Settings(fit=fit))
     photo = pipeline.PhotoInput(np.asarray(sample["rgb"]), None, None, "render")
     try:
         return pipeline.from_pointmap(pm, photo, template=context.template, settings=settings).fit
     except DualPMError:
         return None
+
+
+def fit_points_pipeline(maps: dict, sample: dict, context, exact: bool = False):
+    """The pipeline as it was before the photo fit: fit_camera, then the 3D fit alone."""
+    return fit_pipeline(maps, sample, context, exact, fit="points")
+
+
+def fit_photo_segmenter(maps: dict, sample: dict, context, exact: bool = False):
+    """The photo fit with the segmenter's mask of the render (what a user gets without a mask)."""
+    from dualpm_addon import pipeline, segment
+
+    segmenter = pipeline.load_segmenter("auto")[0]
+    if segmenter is None:
+        return None
+    regions = segment.animal_regions(segmenter.mask(np.asarray(sample["rgb"])))
+    return fit_pipeline(maps, sample, context, exact, photo_mask=regions[0] if regions else None)
+
+
+def fit_photo_true_mask(maps: dict, sample: dict, context, exact: bool = False):
+    """The photo fit with the render's true mask (what a user gets who gives --mask)."""
+    return fit_pipeline(maps, sample, context, exact, photo_mask=np.asarray(sample["mask"], bool))
 
 
 # The fits `dualpm eval` measures, each on every predicted map (both mask inputs) and on the true
@@ -161,7 +184,10 @@ def fit_pipeline(maps: dict, sample: dict, context, exact: bool = False):
 # without a prefix are its.
 FIT_MODES = {
     "p_only": fit_p_only,
+    "pipeline_points": fit_points_pipeline,
     "pipeline": fit_pipeline,
+    "photo_segmenter": fit_photo_segmenter,
+    "photo_true_mask": fit_photo_true_mask,
 }
 FIGURE_MODE = "p_only"  # the mode behind fit_joint_error_pct and rig_iou at the top of each summary
 
