@@ -60,16 +60,16 @@ _CANONICAL = {c.lower(): c for c in POSITION + ROTATION + SCALE}
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
 
 # Limits (why each is where it is: docs/bvh.md, "Limits").
-MAX_FILE_BYTES = 512 * 2**20  # reading costs about 8 bytes of memory per byte of file
-MAX_JOINTS = 10_000  # real rigs with fingers and faces have a few hundred
+MAX_FILE_BYTES = 512 * 2**20  # reading holds about 5 bytes of memory per byte of file
+MAX_JOINTS = 4_096  # mocap rigs have tens of joints, with fingers and a face a few hundred
 MAX_DEPTH = 1_000  # real chains are under 50 deep; a long rope or tail a few hundred
 MAX_CHANNELS_PER_JOINT = 9  # the format's own limit (3 positions, 3 rotations, 3 scales)
 MAX_FRAMES = 2_000_000  # 4.6 hours at 120 fps
 MAX_ABS = 1e9  # largest magnitude of any number: sums over MAX_DEPTH joints stay far from overflow
 MAX_POSE_BYTES = 512 * 2**20  # one frames x joints result: 22 million joint-frames of positions
-CHUNK_BYTES = 64 * 2**20  # working memory of forward kinematics per chunk of frames
+CHUNK_BYTES = 128 * 2**20  # working memory of forward kinematics per chunk of frames
 MESSAGE_CHARS = 250  # an error line, so that a command's prefix keeps it within about 300
-_WORK_BYTES_PER_JOINT_FRAME = 400  # what one joint-frame of forward kinematics holds at once
+_WORK_BYTES_PER_JOINT_FRAME = 280  # what one joint-frame of forward kinematics holds at once (measured: 262)
 
 
 class BVHWarning(UserWarning):
