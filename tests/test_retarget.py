@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,8 @@ from dualpm_addon import bvh, cli, gltf_write, retarget, template
 from dualpm_addon.errors import DualPMError
 from dualpm_addon.ik import two_bone_ik
 from dualpm_addon.rotations import quat_angle
-from tests.conftest import cache_path
+from tests.conftest import ROOT, cache_path
+from tests.test_bvh_fuzz import HOSTILE
 
 
 def _load(templates_dir, species):
@@ -252,3 +255,19 @@ def test_command_errors_are_one_line(tmp_path, templates_dir, capsys, args, word
     assert cli.main(["retarget", cache_path("bvh", "test3.bvh"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert words in err[-1] and err[-1].startswith("dualpm retarget: error:")
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_command_on_hostile_bvh_exits_with_one_short_line_and_writes_nothing(tmp_path, case):
+    """The real command, as a user runs it: each class the fuzzing campaign found (issue 13)."""
+    src = tmp_path / "in.bvh"
+    src.write_text(HOSTILE[case](), encoding="utf-8")
+    out, report = tmp_path / "out.bvh", tmp_path / "out.json"
+    dualpm = os.path.join(os.path.dirname(sys.executable), "dualpm")
+    proc = subprocess.run([dualpm, "retarget", str(src), "--rig", os.path.join(ROOT, "assets", "template_horse.npz"),
+                           "--out", str(out), "--json", str(report)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dualpm retarget: error: "), proc.stderr[-600:]
+    assert len(lines[0]) <= 300, lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["in.bvh"]  # no output, no report, no .partial

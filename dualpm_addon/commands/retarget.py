@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from .. import bone_map, bvh, gltf_write, retarget, template
-from ..errors import DualPMError
+from .. import atomic, bone_map, bvh, gltf_write, retarget, template
+from ..errors import DualPMError, clip
 
 
 def add_arguments(parser) -> None:
@@ -83,15 +83,28 @@ def _fitted_rig(path: str):
 def run(args) -> int:
     out_ext = os.path.splitext(args.out)[1].lower()
     if out_ext not in (".bvh", ".glb"):
-        raise DualPMError(f"{args.out}: the output must end in .bvh or .glb")
+        raise DualPMError(f"{clip(args.out, 100, tail=True)}: the output must end in .bvh or .glb")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):  # before the work, not after it
+        raise DualPMError(f"{clip(args.out, 100, tail=True)}: the folder {clip(out_dir, 100, tail=True)} does not exist")
     timings = {}
 
     def progress(msg: str):
         print(f"dualpm retarget: {msg}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    progress(f"reading {args.bvh}")
+    try:
+        return _run(args, out_ext, timings, progress, t0)
+    except MemoryError:
+        # The reader's limits keep a BVH file's own arrays bounded; this is the rest of the work.
+        raise DualPMError(f"{clip(args.bvh, 100, tail=True)}: not enough memory to retarget this motion "
+                          f"(try fewer frames)") from None
+
+
+def _run(args, out_ext: str, timings: dict, progress, t0: float) -> int:
+    # Nothing goes to stderr until the inputs are known good, so a bad file gives exactly one line.
     motion = bvh.read(args.bvh)
+    motion.check_pose_memory(56, "world rotations and positions")  # what retargeting computes first
     timings["read_s"] = time.perf_counter() - t0
     skeleton, mesh = _load_rig(args.rig)
     t1 = time.perf_counter()
@@ -101,15 +114,16 @@ def run(args) -> int:
         mapping = bone_map.apply_override(mapping, bone_map.load_override(args.map), source_rig, target_rig,
                                           origin=args.map)
     timings["map_s"] = time.perf_counter() - t1
-    progress(f"{len(mapping.pairs)} of {skeleton.num_joints} target bones paired; retargeting {motion.num_frames} frames")
+    if not mapping.pairs:  # retarget() refuses this too; here it comes before any progress line
+        raise DualPMError(f"{clip(args.bvh, 100, tail=True)}: no bone of the target rig could be paired with the "
+                          f"motion's joints; give a bone map (--map)")
+    progress(f"read {args.bvh} ({motion.num_joints} joints, {motion.num_frames} frames); {len(mapping.pairs)} of "
+             f"{skeleton.num_joints} target bones paired; retargeting")
     t2 = time.perf_counter()
     result = retarget.retarget(motion, skeleton, mapping, in_place=args.in_place, foot_lock=not args.no_foot_lock,
                                progress=progress)
     timings["retarget_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise DualPMError(f"{args.out}: the folder {out_dir} does not exist")
     if out_ext == ".bvh":
         out = bvh.from_skeleton_pose(skeleton, result.rotations, result.root_translation, result.offsets,
                                      frame_time=motion.frame_time)
@@ -131,11 +145,7 @@ def run(args) -> int:
         "pairs": mapping.to_json(),
     }
     if args.json:
-        try:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(summary, f, indent=2)
-        except OSError as e:
-            raise DualPMError(f"{args.json}: cannot write ({e.strerror or e})") from None
+        atomic.write_json(args.json, summary, indent=2)
     progress(f"wrote {args.out} ({motion.num_frames} frames, {len(mapping.pairs)} bones paired, "
              f"{timings['total_s']:.2f} s)")
     return 0
