@@ -17,10 +17,28 @@ the grid (0.5%: 128 of 160 x 160 pixels; in pass 1 an animal narrower than about
 photo's longer side) or when fewer than MIN_CONFIDENT_FRACTION (half) of its pixels reach the
 inference confidence threshold (c >= 2, pointmap.CONFIDENCE_THRESHOLD).
 
+Without a mask, pass 2 is run without one too, and its blob must cover MIN_CROP_AREA_FRACTION
+(2.5%) of the crop: the crop is cut around pass 1's blob, so a real animal fills much of it.
+
+With a segmenter (dualpm_addon.segment) and no user mask, the animal's outline is the
+segmenter's largest region (segment.animal_regions) that the predictor agrees with: it gives the
+crop box, the predictor's mask input in pass 2, and `photo_mask` for the fit. A salient-object
+segmenter finds something in every photo, so whether there is an animal at all stays the
+predictor's decision: pass 1 runs without a mask as before, and a region counts only when the
+predictor, shown the region's crop without a mask, passes the checks above there and its blobs
+touching the region have an IoU of MIN_AGREEMENT with it (region_agrees). When the segmenter's
+mask is empty (no region of segment.MIN_REGION_FRACTION of the photo), covers more than
+MAX_MASK_FRACTION of it, or no region agrees, the predictor's own layer-0 mask is used, as
+without a segmenter, and `mask_source` says "predictor". Figures: docs/segmentation.md.
+
 The result holds the map's arrays plus `intrinsics` of the crop's grid (camera.crop_intrinsics
 from the photo's intrinsics: the EXIF 35 mm-equivalent focal length when known, else
 DEFAULT_FOCAL_MM), `crop_box` (x0, y0, x1, y1 in photo pixels), `rgb` (the crop, for point
-colours), `photo_size` (H, W), `focal_mm` and `focal_from_exif`.
+colours), `photo_size` (H, W), `focal_mm` and `focal_from_exif`; and `photo_mask` (H, W bool, the
+animal's outline in photo pixels that was used: the user's, the segmenter's region, or the
+predictor's layer-0 occupancy > 0.5 mapped back bilinearly), `mask_source` ("user", "segmenter"
+or "predictor") and `animals_found` (the segmenter's regions the predictor agrees with; 1 for a
+user or predictor mask).
 """
 
 from __future__ import annotations
@@ -34,10 +52,22 @@ from .errors import DualPMError
 from .inference import UNKNOWN_MASK
 
 MIN_AREA_FRACTION = 0.005
+# Pass 2 without a mask crops to the pass-1 blob, so an animal fills much of the crop: the smallest
+# blob of 120 renders, the quokka and chelsea was 4.6% of it, a yellow flower's (a false animal
+# of pass 1) 1.3%.
+MIN_CROP_AREA_FRACTION = 0.025
 MIN_CONFIDENT_FRACTION = 0.5
 MARGIN = 0.15
 MIN_BOX_PIXELS = 16.0  # smallest crop side in photo pixels: less is upsampling noise
 DEFAULT_FOCAL_MM = 50.0
+# A segmenter mask covering more than this is the whole frame, not an outline: no box to crop to.
+MAX_MASK_FRACTION = 0.95
+# A segmenter region is the animal when the predictor, shown its crop without a mask, sees an
+# animal there whose blobs touching the region have this IoU with it (a flower or the sky more
+# salient than the animal scores near 0; the quokka 0.66, chelsea 0.52; docs/segmentation.md).
+MIN_AGREEMENT = 0.3
+MASK_SOURCES = ("user", "segmenter", "predictor")
+MAX_REGIONS = 10  # segmenter regions checked with the predictor (one predictor run each)
 
 
 def letterbox_box(height: int, width: int) -> tuple[float, float, float, float]:
@@ -132,14 +162,14 @@ def _largest_blob_bfs(binary: np.ndarray) -> np.ndarray:
     return out
 
 
-def animal_blob(result: dict, source: str) -> np.ndarray:
+def animal_blob(result: dict, source: str, min_area: float = MIN_AREA_FRACTION) -> np.ndarray:
     """Layer-0 occupancy's largest blob, or DualPMError("no animal found in SOURCE")."""
     occ0 = np.asarray(result["occupancy"])[0]
     blob = largest_blob(occ0 > pointmap.OCCUPANCY_THRESHOLD)
     area = float(blob.mean())
-    if area < MIN_AREA_FRACTION:
+    if area < min_area:
         raise DualPMError(f"no animal found in {source} (the largest animal-like region covers "
-                          f"{area * 100:.2f}% of the view, below {MIN_AREA_FRACTION * 100:.1f}%)")
+                          f"{area * 100:.2f}% of the view, below {min_area * 100:.1f}%)")
     confident = float((np.asarray(result["confidence"])[0][blob] >= pointmap.CONFIDENCE_THRESHOLD).mean())
     if confident < MIN_CONFIDENT_FRACTION:
         raise DualPMError(f"no animal found in {source} (the model is unsure: {confident * 100:.0f}% of the "
@@ -180,19 +210,124 @@ def find_box(predictor, rgb: np.ndarray, mask: np.ndarray | None = None, source:
         if not mask.any():
             raise DualPMError(f"no animal found in {source} (the mask is empty)")
         return square_box(mask_bbox(mask))
+    return find_animal(predictor, rgb, source)[0]
+
+
+def find_animal(predictor, rgb: np.ndarray, source: str = "the photo"):
+    """Pass 1 without a mask: the crop box around the largest blob (or "no animal found"), and
+    the predictor's layer-0 mask in photo pixels, every blob (H, W bool): what it takes for animal."""
     size = model_size(predictor)
     h, w = rgb.shape[:2]
     lb = letterbox_box(h, w)
     view = crop_resize(rgb, lb, size)
     result = predictor.predict(view, np.full((size, size), UNKNOWN_MASK, np.uint8))
     blob = animal_blob(result, source)
-    return square_box(grid_bbox_to_photo(blob, lb))
+    seen = grid_to_photo(np.asarray(result["occupancy"])[0], lb, (h, w)) > pointmap.OCCUPANCY_THRESHOLD
+    return square_box(grid_bbox_to_photo(blob, lb)), seen
+
+
+def _interp_matrix(n_out: int, start: float, step: float, n_in: int) -> np.ndarray:
+    """(n_out, n_in) weights of linear interpolation: output pixel i's centre lies at input
+    coordinate (i + 0.5 - start) / step; zero outside the input's extent."""
+    u = (np.arange(n_out) + 0.5 - start) / step - 0.5
+    inside = (u >= -0.5) & (u <= n_in - 0.5)
+    u = np.clip(u, 0.0, n_in - 1.0)
+    lo = np.floor(u).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = u - lo
+    m = np.zeros((n_out, n_in), np.float64)
+    rows = np.arange(n_out)
+    np.add.at(m, (rows, lo), (1.0 - frac) * inside)
+    np.add.at(m, (rows, hi), frac * inside)
+    return m
+
+
+def grid_to_photo(values: np.ndarray, box, photo_size) -> np.ndarray:
+    """(H, W) float: a map on the grid that covers `box`, interpolated bilinearly onto the photo's
+    pixels (0 where the box does not reach)."""
+    h, w = (int(v) for v in photo_size)
+    values = np.asarray(values, np.float64)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    rows = _interp_matrix(h, y0, (y1 - y0) / values.shape[0], values.shape[0])
+    cols = _interp_matrix(w, x0, (x1 - x0) / values.shape[1], values.shape[1])
+    return rows @ values @ cols.T
+
+
+def agreement(region: np.ndarray, seen: np.ndarray) -> float:
+    """IoU of a segmenter region with the predictor's blobs that touch it (8-connected blobs of
+    `seen`): is this salient thing the animal the predictor sees, and about its size?"""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(seen, structure=np.ones((3, 3), bool))
+    touching = np.unique(labels[region & seen])
+    blobs = np.isin(labels, touching[touching > 0])
+    union = (region | blobs).sum()
+    return float((region & blobs).sum() / union) if union else 0.0
+
+
+def _unmasked(predictor, rgb: np.ndarray, box, source: str):
+    """Pass 2 without a mask on `box`: the result, its layer-0 occupancy and its largest blob,
+    checked ("no animal found" below MIN_CROP_AREA_FRACTION)."""
+    size = model_size(predictor)
+    result = predictor.predict(crop_resize(rgb, box, size), np.full((size, size), UNKNOWN_MASK, np.uint8))
+    blob = animal_blob(result, source, MIN_CROP_AREA_FRACTION)
+    return result, np.asarray(result["occupancy"], np.float64)[0], blob
+
+
+def region_agrees(predictor, rgb: np.ndarray, region: np.ndarray, source: str = "the photo") -> bool:
+    """Does the predictor, shown the crop around a segmenter region without a mask, see an animal
+    there (its own checks) of about that outline (agreement >= MIN_AGREEMENT)?"""
+    box = square_box(mask_bbox(region))
+    try:
+        _, occ0, _ = _unmasked(predictor, rgb, box, source)
+    except DualPMError:
+        return False
+    seen = grid_to_photo(occ0, box, rgb.shape[:2]) > pointmap.OCCUPANCY_THRESHOLD
+    return agreement(region, seen) >= MIN_AGREEMENT
+
+
+def segmenter_regions(segmenter, rgb: np.ndarray, min_fraction: float | None = None) -> list[np.ndarray]:
+    """The segmenter's own regions, largest first (segment.animal_regions), at most MAX_REGIONS;
+    [] when its mask is empty or covers more than MAX_MASK_FRACTION of the photo."""
+    from . import segment
+
+    mask = segmenter.mask(rgb)
+    if mask.mean() > MAX_MASK_FRACTION:
+        return []
+    regions = segment.animal_regions(mask, segment.MIN_REGION_FRACTION if min_fraction is None else min_fraction)
+    return regions[:MAX_REGIONS]
+
+
+def animal_masks(segmenter, rgb: np.ndarray, predictor, source: str = "the photo",
+                 min_fraction: float | None = None) -> list[np.ndarray]:
+    """One mask per animal (H, W bool each, largest first): the segmenter's regions that the
+    predictor agrees with (region_agrees), after pass 1 has checked that the photo holds an
+    animal at all ("no animal found" otherwise). [] when none agrees, or the segmenter's mask is
+    empty or the whole frame: then the predictor's own mask is the fallback (predict_photo).
+
+    For --all-animals: `masks = animal_masks(seg, rgb, predictor, name)`, then for each mask
+    `predict_photo(predictor, rgb, m, focal_mm, name, mask_source="segmenter", animals_found=len(masks))`,
+    or `predict_photo(predictor, rgb, None, focal_mm, name, segmenter=seg)` once when `masks` is []."""
+    rgb = np.asarray(rgb)
+    find_animal(predictor, rgb, source)
+    return _agreeing(segmenter, predictor, rgb, source, min_fraction)
+
+
+def _agreeing(segmenter, predictor, rgb, source, min_fraction=None) -> list[np.ndarray]:
+    return [r for r in segmenter_regions(segmenter, rgb, min_fraction) if region_agrees(predictor, rgb, r, source)]
 
 
 def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
-                  focal_mm: float | None = None, source: str = "the photo") -> dict:
+                  focal_mm: float | None = None, source: str = "the photo", segmenter=None,
+                  mask_source: str | None = None, animals_found: int | None = None) -> dict:
     """Both passes on one decoded photo (H, W, 3 uint8; mask H x W bool or None): the dual point
-    map dict (pointmap.validate passes), with `crop_box` and the crop's `intrinsics`."""
+    map dict (pointmap.validate passes), with `crop_box`, the crop's `intrinsics`, `photo_mask`,
+    `mask_source` and `animals_found` (module docstring).
+
+    `segmenter` (segment.Segmenter) gives the mask when `mask` is None. A caller that has already
+    found the animals (animal_masks, one call per animal) passes each as `mask` with
+    mask_source="segmenter" and animals_found=len(masks): the predictor's checks still run, as
+    for a region found here."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
         raise DualPMError(f"{source}: expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
@@ -201,13 +336,36 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
         mask = np.asarray(mask).astype(bool)
         if mask.shape != (h, w):
             raise DualPMError(f"{source}: mask is {mask.shape[1]}x{mask.shape[0]}, the photo is {w}x{h}")
+    label = mask_source or ("user" if mask is not None else "predictor")
+    if label not in MASK_SOURCES or (label == "predictor" and mask is not None):
+        raise DualPMError(f"{source}: mask_source {label!r} does not fit a "
+                          f"{'given' if mask is not None else 'missing'} mask")
+    found = 1
+    result = photo_mask = None
+    if label == "user":
+        box = find_box(predictor, rgb, mask, source)  # the user says where the animal is: one pass
+    else:
+        box = find_animal(predictor, rgb, source)[0]  # pass 1: the predictor decides whether there is one
+        if mask is not None:  # a segmenter region from animal_masks
+            if not mask.any() or not region_agrees(predictor, rgb, mask, source):
+                raise DualPMError(f"no animal found in {source} (the predictor sees no animal in the segmenter's region)")
+        elif segmenter is not None:
+            regions = _agreeing(segmenter, predictor, rgb, source)
+            if regions:
+                mask, label, found = regions[0], "segmenter", len(regions)
+        if mask is not None:
+            box = find_box(predictor, rgb, mask, source)
+        else:  # the predictor's own mask: the crop without a mask input, checked more strictly
+            result, occ0, blob = _unmasked(predictor, rgb, box, source)
+            photo_mask = grid_to_photo(occ0 * blob, box, (h, w)) > pointmap.OCCUPANCY_THRESHOLD
+    if animals_found is not None:
+        found = int(animals_found)
     size = model_size(predictor)
-    box = find_box(predictor, rgb, mask, source)
     crop = crop_resize(rgb, box, size)
-    crop_mask = (crop_resize_mask(mask, box, size) if mask is not None
-                 else np.full((size, size), UNKNOWN_MASK, np.uint8))
-    result = predictor.predict(crop, crop_mask)
-    animal_blob(result, source)
+    if result is None:
+        result = predictor.predict(crop, crop_resize_mask(mask, box, size))
+        animal_blob(result, source)
+        photo_mask = mask
     focal_from_exif = focal_mm is not None and focal_mm > 0
     focal = float(focal_mm) if focal_from_exif else DEFAULT_FOCAL_MM
     k_photo = camera.intrinsics_from_focal_mm(focal, w, h)
@@ -219,11 +377,14 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
         "photo_size": np.array([h, w], dtype=np.int32),
         "focal_mm": np.float32(focal),
         "focal_from_exif": np.bool_(focal_from_exif),
+        "photo_mask": np.asarray(photo_mask, bool),
+        "mask_source": np.str_(label),
+        "animals_found": np.int32(found),
     })
     return pointmap.validate(out, source)
 
 
-def predict_file(predictor, path, mask_path=None) -> dict:
+def predict_file(predictor, path, mask_path=None, segmenter=None) -> dict:
     """Decode `path` (and a mask file, else the photo's own alpha) and run predict_photo."""
     import os
 
@@ -231,4 +392,5 @@ def predict_file(predictor, path, mask_path=None) -> dict:
 
     photo = image_io.read_photo(path)
     mask = image_io.read_mask(mask_path, photo.size) if mask_path else photo.mask
-    return predict_photo(predictor, photo.rgb, mask, photo.focal_mm, os.path.basename(os.fspath(path)))
+    return predict_photo(predictor, photo.rgb, mask, photo.focal_mm, os.path.basename(os.fspath(path)),
+                         segmenter=segmenter)
