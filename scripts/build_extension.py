@@ -2,9 +2,11 @@
 
     python scripts/build_extension.py [--out DIR] [--validate-only]
 
-The build starts from a staging copy holding the files git tracks plus the fetched wheels
-(`wheels/`, ignored by git), so work in progress never leaks into a release; the manifest's
-[build] paths_exclude_pattern then keeps training, tests and development files out.
+The build starts from a staging copy holding the files git tracks plus what setup fetched and
+the extension ships though git ignores it: the wheels (`wheels/`) and the segmenter
+(`assets/u2netp.onnx`, scripts/data/segmenter.sh; the build fails without it). So work in
+progress never leaks into a release; the manifest's [build] paths_exclude_pattern then keeps
+training, tests and development files out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FETCHED_ASSETS = ("assets/u2netp.onnx",)  # ignored by git, shipped: setup's scripts/data/segmenter.sh
 
 
 def blender_ext_tool() -> str:
@@ -48,6 +51,12 @@ def stage(dest: str) -> None:
     wheels = os.path.join(ROOT, "wheels")
     if os.path.isdir(wheels):
         shutil.copytree(wheels, os.path.join(dest, "wheels"), dirs_exist_ok=True)
+    for rel in FETCHED_ASSETS:
+        src = os.path.join(ROOT, rel)
+        if not os.path.isfile(src):
+            sys.exit(f"error: {rel} is missing, and the extension ships it (run scripts/setup.sh)")
+        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+        shutil.copy2(src, os.path.join(dest, rel))
 
 
 def run_tool(args: list[str]) -> None:

@@ -33,6 +33,7 @@ def test_zip_holds_the_extension_and_no_development_files(built_zip):
     names = zipfile.ZipFile(built_zip).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "assets/template_horse.npz" in names
+    assert "assets/u2netp.onnx" in names  # ignored by git, fetched by setup, shipped
     assert any(n.startswith("dualpm_addon/") for n in names)
     for banned in ("training/", "tests/", "benchmarks/", "scripts/", ".cache/", ".venv/", "docs/"):
         assert not any(n.startswith(banned) for n in names), banned
