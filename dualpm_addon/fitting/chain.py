@@ -92,7 +92,8 @@ class ChainModel:
         t = np.ones(self.num_joints)
         if self.photo:
             m = self.parts >= 0
-            t[m] = np.exp(self.thickness_block(x)[self.parts[m]])
+            # A trial step may be wild; e^3 (20 times thicker) is past any animal and keeps it finite.
+            t[m] = np.exp(np.clip(self.thickness_block(x)[self.parts[m]], -3.0, 3.0))
         return t
 
     def local_rotations(self, x) -> np.ndarray:
