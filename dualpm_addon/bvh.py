@@ -540,6 +540,10 @@ def _error(source: str, line: int | None, reason: str) -> DualPMError:
     return DualPMError(clip(f"{where}: {reason}", MESSAGE_CHARS))
 
 
+def _magnitude(v: float) -> str:
+    return f"{v:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
 def _number(tok: str, source: str, line: int, what: str) -> float:
     if not _NUMBER.match(tok):
         raise _error(source, line, f"{what}: {_show(tok)} is not a number")
@@ -547,7 +551,7 @@ def _number(tok: str, source: str, line: int, what: str) -> float:
     if not math.isfinite(v):
         raise _error(source, line, f"{what}: {_show(tok)} is not finite")
     if abs(v) > MAX_ABS:
-        raise _error(source, line, f"{what}: {_show(tok)} is larger than the limit of {MAX_ABS:g}")
+        raise _error(source, line, f"{what}: {_show(tok)} is larger than the limit of {_magnitude(MAX_ABS)}")
     return v
 
 
