@@ -8,6 +8,11 @@ bpy subprocess (best of 2, the importer's own time, the module's start-up not co
 same run.
 Retargeting: that clip onto the horse template, and the horse Walk tiled to the same length onto
 the husky (foot lock on: contacts and IK included).
+Scaling (issue 13: the reader must be linear in file size): `bvh.parse` of a rig of 1,000, 2,000
+and 4,000 joints that all share one name (the case that used to be cubic), in chains ten deep with
+three rotation channels and 100 frames; and `bvh.parse` then `world_positions()` of the 31-joint
+clip at 10,000, 20,000 and 40,000 frames (a quarter of each with --quick). Best of 3 each; the
+exponent is the least-squares slope of log time on log size (1 is linear, 2 quadratic).
 
     python benchmarks/bench_bvh.py [--quick] [--json FILE]
 """
@@ -70,6 +75,72 @@ def make_clip(path: str, frames: int = FRAMES) -> tuple[int, int, int]:
     return m.num_joints, m.num_channels, m.num_frames
 
 
+def many_joints(joints: int, frames: int = 100) -> str:
+    """BVH text: a root and chains of ten joints below it, every joint but the root named `Bone`
+    (Blender's rule makes them Bone, Bone.001, ...), three rotation channels each."""
+    out = ["HIERARCHY", "ROOT Hips", "{", "\tOFFSET 0 0 0",
+           "\tCHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation"]
+    left = joints - 1
+    while left:
+        n = min(10, left)
+        for d in range(n):
+            ind = "\t" * (d + 1)
+            out += [f"{ind}JOINT Bone", f"{ind}{{", f"{ind}\tOFFSET 0 1 0", f"{ind}\tCHANNELS 3 Zrotation Xrotation Yrotation"]
+        out += ["\t" * (d + 1) + "}" for d in reversed(range(n))]
+        left -= n
+    out += ["}", "MOTION", f"Frames: {frames}", "Frame Time: 0.04"]
+    rng = np.random.default_rng(0)
+    cols = 6 + 3 * (joints - 1)
+    out += [" ".join(f"{v:.4f}" for v in row) for row in rng.uniform(-90, 90, (frames, cols))]
+    return "\n".join(out) + "\n"
+
+
+def _best(f, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def _exponent(sizes, seconds) -> float:
+    return float(np.polyfit(np.log(sizes), np.log(seconds), 1)[0])
+
+
+def scaling_rows(quick: bool, tmp: str, common: dict) -> list[dict]:
+    """Parse time against joints and against frames, per unit and as a fitted exponent."""
+    from dualpm_addon import bvh
+
+    rows = []
+    sizes = [1000, 2000, 4000]
+    seconds = []
+    for n in sizes:
+        text = many_joints(n)
+        seconds.append(_best(lambda: bvh.parse(text)))
+        rows.append({"name": f"parse {n} joints, one shared name, 100 frames", "value": round(seconds[-1] * 1000, 2),
+                     "unit": "ms", "us_per_joint": round(seconds[-1] * 1e6 / n, 2), "bytes": len(text), **common})
+    rows.append({"name": "parse time exponent in joints", "value": round(_exponent(sizes, seconds), 3), "unit": "",
+                 "limit": "<= 1.3 (1 is linear)", "pass": _exponent(sizes, seconds) <= 1.3, "sizes": sizes, **common})
+    frames = [2500, 5000, 10000] if quick else [10000, 20000, 40000]
+    parse_s, fk_s = [], []
+    for f in frames:
+        path = os.path.join(tmp, f"clip31_{f}.bvh")
+        make_clip(path, f)
+        parse_s.append(_best(lambda: bvh.read(path)))
+        m = bvh.read(path)
+        fk_s.append(_best(m.world_positions))
+        rows.append({"name": f"parse 31 joints, {f} frames", "value": round(parse_s[-1] * 1000, 2), "unit": "ms",
+                     "us_per_frame": round(parse_s[-1] * 1e6 / f, 2), "bytes": os.path.getsize(path), **common})
+        rows.append({"name": f"world_positions 31 joints, {f} frames", "value": round(fk_s[-1] * 1000, 2),
+                     "unit": "ms", "us_per_frame": round(fk_s[-1] * 1e6 / f, 2), **common})
+    for what, secs in (("parse", parse_s), ("world_positions", fk_s)):
+        e = _exponent(frames, secs)
+        rows.append({"name": f"{what} time exponent in frames", "value": round(e, 3), "unit": "",
+                     "limit": "<= 1.3 (1 is linear)", "pass": e <= 1.3, "sizes": frames, **common})
+    return rows
+
+
 def blender_import_seconds(path: str, repeat: int = 2) -> float | None:
     """Best of `repeat` timings of bpy.ops.import_anim.bvh on `path` (one bpy process, a fresh
     scene each time), or None where bpy is not installed."""
@@ -114,6 +185,8 @@ def run(quick: bool = False) -> list[dict]:
                        ratio=round(blender / ours, 1))
         rows.append(row)
         rows.append({"name": "BVH read only (parse)", "value": round(read_only * 1000, 2), "unit": "ms", **common})
+
+        rows += scaling_rows(quick, tmp, {"machine": common["machine"]})
 
         horse = template.load(os.path.join(ROOT, ".cache", "templates", "horse.npz"))
         t = time.perf_counter()
