@@ -234,8 +234,16 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
                                         focal_known=bool(pm.get("focal_from_exif", False)))
         k_crop = np.asarray(fit.intrinsics, dtype=np.float64)
         # The cloud goes where the rig says each point is: it then lines up with the photo too.
-        rest = fitted_rest_points(fit, pts["Q"], template.skeleton)
-        pts["P"] = fitted_points(fit, pts["Q"], template.skeleton).astype(np.float32)
+        # Visible points stay on their own pixel's ray, at the fitted depth.
+        placed = fitted_points(fit, pts["Q"], template.skeleton)
+        vis = np.asarray(pts["layer"]) == 0
+        uv1 = np.concatenate([pts["pixel"][vis][:, ::-1].astype(np.float64) + 0.5, np.ones((int(vis.sum()), 1))], 1)
+        rays = uv1 @ np.linalg.inv(k_crop).T
+        placed[vis] = rays * placed[vis, 2:3]
+        pts["P"] = placed.astype(np.float32)
+        m_inv = np.linalg.inv(fit.model_to_camera)
+        p_model = np.asarray(pts["P"], dtype=np.float64) @ m_inv[:3, :3].T + m_inv[:3, 3]
+        rest = unskin(p_model, fit.rest_skeleton, fit.rotations, fit.point_skin_joints, fit.point_skin_weights)
     elif settings.fit == "points":
         fit = fit_skeleton.fit(pts["P"], pts["Q"], context=fit_context(template), options=options)
         # Rest positions of the points under the fitted pose (model space), for the Armature modifier.
