@@ -348,7 +348,8 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
         box = find_animal(predictor, rgb, source)[0]  # pass 1: the predictor decides whether there is one
         if mask is not None:  # a segmenter region from animal_masks
             if not mask.any() or not region_agrees(predictor, rgb, mask, source):
-                raise DualPMError(f"no animal found in {source} (the predictor sees no animal in the segmenter's region)")
+                raise DualPMError(f"no animal found in {source} "
+                                  "(the predictor sees no animal in the segmenter's region)")
         elif segmenter is not None:
             regions = _agreeing(segmenter, predictor, rgb, source)
             if regions:

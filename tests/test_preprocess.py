@@ -197,7 +197,8 @@ def test_landscapes_stay_animal_free_with_the_segmenter(real_model, name):
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "backgrounds", name)
     if not os.path.isfile(path):
-        pytest.fail(f"{path} is missing: run `bash scripts/setup.sh` (scripts/data/backgrounds.sh) first", pytrace=False)
+        pytest.fail(f"{path} is missing: run `bash scripts/setup.sh` (scripts/data/backgrounds.sh) first",
+                    pytrace=False)
     rgb = image_io.read_photo(path).rgb
     with pytest.raises(DualPMError, match="^no animal found in"):
         preprocess.predict_photo(Runner(real_model, device="cpu"), rgb, segmenter=segment.load(), source=name)

@@ -35,7 +35,8 @@ def constant_segmenter(path, saliency: np.ndarray, size: int = segment.INPUT_SIZ
     nodes = [helper.make_node("Mul", ["input.1", "zero"], ["z"]),
              helper.make_node("ReduceSum", ["z", "axes"], ["z1"], keepdims=1),
              helper.make_node("Add", ["z1", "const"], ["out"])]
-    graph = helper.make_graph(nodes, "constant", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
+    graph = helper.make_graph(nodes, "constant",
+                              [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, size, size])],
                               [const, zero, axes])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -120,7 +121,8 @@ def test_corrupt_file_is_a_one_line_error(tmp_path, monkeypatch):
     # the default file is checked by size and hash: damage that still parses is caught too
     bad.write_bytes(b"\0" * segment.FILE_SIZE)
     monkeypatch.setattr(segment, "DEFAULT_PATH", str(bad))
-    with pytest.raises(DualPMError, match=r"is corrupt \(its size or sha256 is not U\^2-Net-p's\): run scripts/setup\.sh"):
+    with pytest.raises(DualPMError, match=r"is corrupt \(its size or sha256 is not U\^2-Net-p's\): "
+                                          r"run scripts/setup\.sh"):
         segment.load()
 
 
@@ -144,7 +146,8 @@ def test_predict_photo_on_a_render_uses_the_segmenter(seg, real_model):
 
 @pytest.mark.parametrize("case", ["empty", "whole frame", "elsewhere"])
 def test_unusable_segmenter_mask_falls_back_to_the_predictor(tmp_path, runner, case):
-    sal = {"empty": np.full((320, 320), 0.05), "whole frame": np.ones((320, 320)), "elsewhere": np.zeros((320, 320))}[case]
+    sal = {"empty": np.full((320, 320), 0.05), "whole frame": np.ones((320, 320)),
+           "elsewhere": np.zeros((320, 320))}[case]
     sal[:60, :60] = {"empty": 0.0, "whole frame": 0.0, "elsewhere": 1.0}[case]
     seg = segment.load(constant_segmenter(tmp_path / "c.onnx", sal))
     img = blob_photo()
@@ -168,7 +171,8 @@ def test_two_animals(seg, runner):
     assert str(one["mask_source"]) == "segmenter" and int(one["animals_found"]) == 2
     assert np.array_equal(one["photo_mask"], masks[0])
     for m in masks:  # --all-animals: one reconstruction per region
-        r = preprocess.predict_photo(runner, img, m, mask_source="segmenter", animals_found=len(masks), source="two.png")
+        r = preprocess.predict_photo(runner, img, m, mask_source="segmenter", animals_found=len(masks),
+                                     source="two.png")
         x0, y0, x1, y1 = r["crop_box"]
         ys, xs = np.nonzero(m)
         assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1
