@@ -285,21 +285,15 @@ def photo_grid_mask(pm: dict, photo_mask, box, size: int) -> np.ndarray:
     return np.asarray(pm["occupancy"])[0] > pointmap.OCCUPANCY_THRESHOLD
 
 
-def fitted_rest_points(fit, q: np.ndarray, skeleton) -> np.ndarray:
-    """Each point's Q carried onto the instance's rest shape (model space) by its skin weights;
-    `skeleton` is the template's (Q's reference) rest skeleton."""
-    from .fitting import instance_rest_points
-
-    return instance_rest_points(skeleton, np.asarray(q, np.float64),
-                                fit.point_skin_joints, fit.point_skin_weights, fit.global_scale, fit.bone_scales,
-                                thickness=fit.thickness)
-
-
 def fitted_points(fit, q: np.ndarray, skeleton) -> np.ndarray:
-    """Camera-space positions of the points' Q on the fitted, posed rig."""
+    """Camera-space positions of the points' Q on the fitted, posed rig: Q carried onto the
+    instance's rest shape by each point's skin weights (`skeleton`: the template's, Q's
+    reference), then skinned and placed."""
+    from .fitting import instance_rest_points
     from .skinning import linear_blend_skinning
 
-    rest = fitted_rest_points(fit, q, skeleton)
+    rest = instance_rest_points(skeleton, np.asarray(q, np.float64), fit.point_skin_joints, fit.point_skin_weights,
+                                fit.global_scale, fit.bone_scales, thickness=fit.thickness)
     g = fit.rest_skeleton.forward_kinematics(fit.rotations)
     posed = linear_blend_skinning(rest, fit.point_skin_joints, fit.point_skin_weights,
                                   fit.rest_skeleton.skinning_matrices(g))

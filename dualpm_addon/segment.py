@@ -17,12 +17,12 @@ module costs nothing inside Blender.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 
 from .errors import DualPMError
+from .pipeline import sha256_file
 
 INPUT_SIZE = 320
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -51,14 +51,6 @@ def default_threads() -> int:
     second core two threads lose a little (0.64 s against 0.57 s). The segmenter runs while the
     artist waits for it, so the quiet case is the one to serve."""
     return max(1, min(4, os.cpu_count() or 1))
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Segmenter:
@@ -116,7 +108,7 @@ def load(path: str | None = None, threads: int | None = None) -> Segmenter:
     path = os.fspath(path) if path is not None else default_path()
     if not os.path.isfile(path):
         raise DualPMError(f"segmenter {path} does not exist: {_HOW}")
-    if check and (os.path.getsize(path) != FILE_SIZE or _sha256(path) != FILE_SHA256):
+    if check and (os.path.getsize(path) != FILE_SIZE or sha256_file(path) != FILE_SHA256):
         raise DualPMError(f"segmenter {path} is corrupt (its size or sha256 is not U^2-Net-p's): {_HOW}")
     try:
         import onnxruntime as ort

@@ -208,3 +208,12 @@ def to_point_map(scene: dict, size: int = 64, layers: int = 4) -> dict:
     out["Q"][li, pi // size, pi % size] = q[keep]
     out["occupancy"][li, pi // size, pi % size] = 1.0
     return out
+
+
+def horse_render(templates_dir: str, seed: int = 3) -> dict:
+    """One whole-animal synthetic render of the horse (training.synthesize), every clip allowed."""
+    from training.synthesize import SynthConfig, Synthesizer
+
+    synth = Synthesizer(templates_dir, size=160, layers=4, species=["horse"],
+                        config=SynthConfig(closeup_probability=0.0), exclude_clips=[])
+    return synth.sample(seed)

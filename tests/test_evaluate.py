@@ -73,19 +73,17 @@ def test_missing_model_is_an_error(tmp_path):
 
 def test_fit_joint_error_of_the_whole_pipeline(model, templates_dir, tmp_path):
     from dualpm_addon import fitting, template
-    from training.synthesize import SynthConfig, Synthesizer, save_sample
+    from tests.fit_fixtures import horse_render
+    from training.synthesize import save_sample
 
-    synth = Synthesizer(templates_dir, size=160, layers=4, species=["horse"],
-                        config=SynthConfig(closeup_probability=0.0), exclude_clips=[])
-    a = synth.sample(3)
+    a = horse_render(templates_dir)
     path = str(tmp_path / "s.npz")
     save_sample(path, a)
     joints = evaluate.sample_joints(path)
     assert joints is not None and joints[0].shape == (len(joints[1]), 3)
     length = template.load(f"{templates_dir}/horse.npz").body_length
     ctx = fitting.prepare()
-    exact = {k: np.nan_to_num(np.asarray(a[k], np.float32)) for k in ("P", "Q", "occupancy")}
-    exact.update(confidence=np.ones_like(exact["occupancy"]), intrinsics=a["intrinsics"])
+    exact = evaluate.true_map(a)
     good = evaluate.fit_joint_error(exact, joints, length, ctx, exact=True)
     assert good < 5.0  # the fit on a perfect map: a few % of body length
     wrong = dict(exact, Q=exact["Q"][:, ::-1].copy())  # upside-down canonical map: a bad predictor
@@ -103,18 +101,16 @@ def test_fit_joint_error_of_the_whole_pipeline(model, templates_dir, tmp_path):
 
 def test_rig_iou_of_every_fit_mode_per_split_and_species(model, templates_dir, tmp_path, monkeypatch):
     from dualpm_addon import fitting, template
-    from training.synthesize import SynthConfig, Synthesizer, save_sample
+    from tests.fit_fixtures import horse_render
+    from training.synthesize import save_sample
 
-    synth = Synthesizer(templates_dir, size=160, layers=4, species=["horse"],
-                        config=SynthConfig(closeup_probability=0.0), exclude_clips=[])
-    a = synth.sample(3)
+    a = horse_render(templates_dir)
     path = str(tmp_path / "s.npz")
     save_sample(path, a)
     joints = evaluate.sample_joints(path)
     length = template.load(f"{templates_dir}/horse.npz").body_length
     ctx = fitting.prepare()
-    exact = {k: np.nan_to_num(np.asarray(a[k], np.float32)) for k in ("P", "Q", "occupancy")}
-    exact.update(confidence=np.ones_like(exact["occupancy"]), intrinsics=a["intrinsics"])
+    exact = evaluate.true_map(a)
     good = evaluate.run_fits(exact, a, joints, length, ctx, exact=True)
     assert list(good) == list(evaluate.FIT_MODES) and list(good)[0] == "p_only"
     for fig in good.values():

@@ -322,17 +322,13 @@ def test_fit_command_uses_the_stronger_prior_for_predicted_maps(tmp_path, horse)
 
 @pytest.fixture(scope="module")
 def render(templates_dir):
-    from training.synthesize import SynthConfig, Synthesizer
-
-    synth = Synthesizer(templates_dir, size=160, layers=4, species=["horse"],
-                        config=SynthConfig(closeup_probability=0.0), exclude_clips=[])
-    return synth.sample(3)
+    return fx.horse_render(templates_dir)
 
 
 def exact_points(a):
-    maps = {k: np.nan_to_num(np.asarray(a[k], np.float32)) for k in ("P", "Q", "occupancy")}
-    maps.update(confidence=np.ones_like(maps["occupancy"]), intrinsics=a["intrinsics"])
-    return pointmap.extract_points(maps, 0.5, -np.inf)
+    from training.evaluate import true_map
+
+    return pointmap.extract_points(true_map(a), 0.5, -np.inf)
 
 
 def test_photo_fit_covers_the_true_mask(ctx, render):

@@ -192,6 +192,14 @@ FIT_MODES = {
 FIGURE_MODE = "p_only"  # the mode behind fit_joint_error_pct and rig_iou at the top of each summary
 
 
+def true_map(sample: dict) -> dict:
+    """A render's exact dual point map as a perfect predictor gives it: P, Q, occupancy (NaN
+    outside the animal set to 0), confidence 1 and the render's intrinsics."""
+    out = {k: np.nan_to_num(np.asarray(sample[k], np.float32)) for k in ("P", "Q", "occupancy")}
+    out.update(confidence=np.ones_like(out["occupancy"]), intrinsics=sample["intrinsics"])
+    return out
+
+
 def fit_figures(fit, joints, body_length: float, true_mask: np.ndarray, intrinsics: np.ndarray) -> dict:
     """A fit's joint error (% of body length, metrics.joint_error_pct) and rig IoU (its posed
     surface through the render's intrinsics against the true mask); NaN for a failed fit."""
@@ -269,7 +277,7 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
                 outs = dict(zip(OUTPUTS, sess.run(list(OUTPUTS), {"image": image, "mask": mask})))
                 for j, (s, m) in enumerate(zip(samples, metas)):
                     pred = {k: outs[k][j] for k in OUTPUTS}
-                    true = {k: np.nan_to_num(np.asarray(s[k], np.float32)) for k in ("P", "Q", "occupancy")}
+                    true = true_map(s)
                     length = lengths.get(m["species"], metrics.REFERENCE_BODY_LENGTH)
                     scale = metrics.REFERENCE_BODY_LENGTH / length
                     own = metrics.evaluate(pred, true)
@@ -279,8 +287,7 @@ def evaluate_files(sess, files_by_split: dict, lengths: dict, batch: int = 4, pr
                                         mask_given=mode == "mask_given")
                         own["fit_joint_error_pct"] = fits[FIGURE_MODE]["fit_joint_error_pct"]
                         if mode == "no_mask":
-                            true_map = dict(true, confidence=np.ones_like(true["occupancy"]), intrinsics=s["intrinsics"])
-                            tf = run_fits(true_map, s, joints[j], length, context, exact=True)
+                            tf = run_fits(true, s, joints[j], length, context, exact=True)
                             true_fit.append(tf)
                             species_true.setdefault(m["species"], []).append(tf)
                     horse = dict(own, chamfer_cm=own["chamfer_cm"] * scale,

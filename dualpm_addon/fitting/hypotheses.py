@@ -6,8 +6,8 @@ Facings: upright, the body's forward axis (model -Y) turned to one of 8 directio
 camera's horizontal plane (right, left, away, toward the camera and the diagonals); the camera's
 own tilt is left to the solve.
 Poses: frames of the reference template's clips (standing, walking, galloping, head down while
-eating, lying on its side at the end of Death), and authored ones the clips lack (poses.py:
-lying on the belly with the head up, sitting).
+eating, lying on its side at the end of Death). Poses the clips lack (lying on the belly with
+the head up, sitting) are not authored yet.
 """
 
 from __future__ import annotations
@@ -45,8 +45,3 @@ def clip_poses(template) -> list[tuple[str, np.ndarray]]:
         out.append((name, quat_to_matrix(np.asarray(c.rotations[frame], dtype=np.float64))))
     return out
 
-
-def authored_poses(template) -> list[tuple[str, np.ndarray]]:
-    from .poses import authored
-
-    return authored(template)

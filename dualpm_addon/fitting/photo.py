@@ -9,7 +9,7 @@ camera's focal length (held near the EXIF value when the photo has one) and the 
 solved with the pose, and each body part gets a thickness scale that the outline sets.
 
 Hypotheses (hypotheses.py): the 3D fit's own solution, upright facings in 8 directions, then the
-best of those with each clip and authored pose; each is solved for the root alone (a few
+best of those with each clip pose; each is solved for the root alone (a few
 iterations), the best is refined with every parameter, and the lowest cost is kept.
 """
 
@@ -27,7 +27,7 @@ from . import hypotheses, solver, terms
 from .blas import single_threaded_blas
 from .chain import BoundPoints
 from .fit import FitOptions, finish, point_terms, run_solver, setup
-from .rig import FitContext, prepare
+from .rig import PARTS, FitContext, prepare
 from .support import check_points, stratified
 
 
@@ -158,7 +158,6 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     tic = time.perf_counter()
     x3d = run_solver(point_terms(st, fo), st.x0, replace(fo, solver="lm")).x  # the 3D fit's answer
     starts = [("fit3d", x3d, model.fixed_rot)]
-    tried = []
     if options.hypotheses:
         if mask is not None:
             rows, cols = np.nonzero(mask)
@@ -177,10 +176,9 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     for name, x0, fixed in starts:
         sol = _root_solve(objective, model, x0, fixed, options)
         solved.append((sol.cost, name, sol.x, fixed))
-        tried.append({"name": name, "root_cost": sol.cost})
     solved.sort(key=lambda s: s[0])
     if options.hypotheses:
-        poses = hypotheses.clip_poses(template) + hypotheses.authored_poses(template)
+        poses = hypotheses.clip_poses(template)
         for _, base, xb, _ in solved[:options.pose_roots]:
             for pname, local in poses:
                 x0 = xb.copy()
@@ -190,7 +188,6 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
                 fixed[still] = np.where(ctx.fixed[still, None, None], fixed[still], local[still])
                 sol = _root_solve(objective, model, x0, fixed, options)
                 solved.append((sol.cost, f"{base}+{pname}", sol.x, fixed))
-                tried.append({"name": f"{base}+{pname}", "root_cost": sol.cost})
         model.set_fixed(starts[0][2])
         solved.sort(key=lambda s: s[0])
     timings["hypotheses"] = time.perf_counter() - tic
@@ -211,10 +208,10 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     kk[0, 0] *= np.exp(model.log_focal(sol.x))
     kk[1, 1] *= np.exp(model.log_focal(sol.x))
     out.intrinsics = kk
-    out.photo = {"hypothesis": name, "hypotheses_tried": len(tried),
+    out.photo = {"hypothesis": name, "hypotheses_tried": len(solved),
                  "cost_terms": {n: round(v, 6) for n, v in solver.breakdown(objective, sol.x).items()},
                  "focal_factor": float(np.exp(model.log_focal(sol.x))),
-                 "thickness": {pn: float(t) for (pn, _), t in zip(_parts(), np.exp(model.thickness_block(sol.x)))},
+                 "thickness": {pn: float(t) for (pn, _), t in zip(PARTS, np.exp(model.thickness_block(sol.x)))},
                  "visible_points": 0 if vis is None else int(len(vis[0])), "mask": mask is not None}
     return out
 
@@ -227,12 +224,6 @@ def _root_solve(objective, model, x0, fixed, options: PhotoOptions) -> solver.So
         return solver.levenberg_marquardt(objective, x0, options.root_iterations, options.fit.tol, model.active(True))
     finally:
         model.root_only = False
-
-
-def _parts():
-    from .rig import PARTS
-
-    return PARTS
 
 
 def _rest_centre(template) -> np.ndarray:

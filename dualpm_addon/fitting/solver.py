@@ -41,7 +41,6 @@ class Solution:
     cost: float
     nfev: int
     converged: bool
-    term_costs: dict
 
 
 def term_cost(term, r: np.ndarray) -> float:
@@ -110,7 +109,7 @@ def levenberg_marquardt(terms, x0, max_iter: int = 10, tol: float = 5e-3, active
         if not improved or rel < tol or np.max(np.abs(step)) < 1e-8:
             converged = True
             break
-    return Solution(x, float(c), nfev, converged, {})
+    return Solution(x, float(c), nfev, converged)
 
 
 def solve_scipy(terms, x0, max_nfev: int = 300) -> Solution:
@@ -145,4 +144,4 @@ def solve_scipy(terms, x0, max_nfev: int = 300) -> Solution:
     residuals(np.asarray(x0, dtype=np.float64))
     sol = least_squares(residuals, x0, jac=jacobian, method="trf", tr_solver="lsmr", loss=loss, f_scale=f_scale,
                         x_scale="jac", max_nfev=max_nfev, ftol=1e-8, xtol=1e-8, gtol=1e-8)
-    return Solution(sol.x, float(sol.cost), int(sol.nfev), bool(sol.status > 0), {})
+    return Solution(sol.x, float(sol.cost), int(sol.nfev), bool(sol.status > 0))
