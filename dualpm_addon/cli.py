@@ -28,6 +28,7 @@ COMMANDS = {
     "eval": ("training.evaluate", "evaluate a model on held-out data"),
     "export": ("training.export", "export a trained checkpoint to ONNX"),
     "retarget": ("dualpm_addon.commands.retarget", "retarget BVH motion onto a rig"),
+    "animate": ("operators.animate_headless", "video to the animal's motion: .blend, .glb, .bvh, .json, .mp4"),
     "bench": ("dualpm_addon.commands.bench", "run the benchmarks and write JSON"),
 }
 

@@ -38,7 +38,7 @@ def test_each_top_level_requirement_is_in_its_lock():
 def test_shipped_wheels_match_the_pins():
     text = open(os.path.join(ROOT, "scripts", "data", "wheels.sh"), encoding="utf-8").read()
     shipped = dict(re.findall(r"\|([a-z]+)==([0-9.]+)\"", text))
-    assert set(shipped) == {"onnxruntime", "scipy", "pillow"}
+    assert set(shipped) == {"onnxruntime", "scipy", "pillow", "av"}
     manifest = open(os.path.join(ROOT, "blender_manifest.toml"), encoding="utf-8").read()
     for path in LOCKS:
         locked = pins(path)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Wheels the extension ships inside its zip (blender_manifest.toml `wheels`), so that a fresh
 # Blender 4.2 LTS to 5.0 with only the extension installed reconstructs on the CPU: ONNX Runtime
-# (the model server and the in-process runner), SciPy (the skeleton fit) and Pillow (photo
-# resampling, EXIF focal length). Blender brings numpy itself (1.24 in 4.2, 1.26 in 5.0), so
-# none is shipped; the versions below all work with numpy >= 1.23.5. ONNX Runtime's own pip
+# (the model server and the in-process runner), SciPy (the skeleton fit), Pillow (photo
+# resampling, EXIF focal length) and PyAV (video decoding and the preview video of Animate from
+# video; its wheel bundles FFmpeg and needs no numpy to install). Blender brings numpy itself
+# (1.24 in 4.2, 1.26 in 5.0), so none is shipped; the versions below all work with numpy >= 1.23.5. ONNX Runtime's own pip
 # dependencies (coloredlogs, flatbuffers, protobuf, sympy, packaging) are only used by its
 # tools, not by inference, and are left out.
 #
@@ -20,6 +21,7 @@ WHEELS=(
   "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl|5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f|onnxruntime==1.31.1"
   "scipy-1.15.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl|39cb9c62e471b1bb3750066ecc3a3f3052b37751c7c3dfd0fd7e48900ed52982|scipy==1.15.3"
   "pillow-13.0.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl|a625df9a2a5597fa5e5266e01aefc82604bb85d291e3547981e863560d75da6c|pillow==13.0.0"
+  "av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl|8a032e8d8ebc73dec079364b9b4a6837638a2d106e8472314e685ffbf163e700|av==18.1.0"
 )
 
 for entry in "${WHEELS[@]}"; do
