@@ -93,6 +93,7 @@ class Reconstruction:
     photo_mask: np.ndarray | None = None  # (H, W) bool, the outline the fit used (photo pixels)
     mask_source: str = ""  # "user", "segmenter", "predictor" (preprocess.MASK_SOURCES) or "" (none)
     animals_found: int = 1
+    animal_index: int = 1  # which animal of the photo, 1 = the largest (--all-animals)
     rig_iou: float = float("nan")  # the fitted surface through the photo's camera against photo_mask
     segmenter_note: str = ""  # why the segmenter was not used, when it was wanted
 
@@ -124,6 +125,7 @@ class Reconstruction:
                 "reprojection_px_before": float(self.camera_fit.residual_px_before),
                 "distance_m": float(self.camera_fit.distance)},
             "mask_source": self.mask_source or "none", "animals_found": int(self.animals_found),
+            "animal_index": int(self.animal_index),
             "rig_iou": None if not np.isfinite(self.rig_iou) else round(float(self.rig_iou), 4),
             "photo_fit": dict(getattr(fit, "photo", {}) or {}),
             "segmenter_note": self.segmenter_note or None,
@@ -187,6 +189,26 @@ def reconstruct(predictor, photo: PhotoInput, template=None, settings: Settings 
 
     return from_pointmap(pm, photo, predictor_version=model_version(predictor), template=template,
                          settings=settings, report=report, cancelled=cancelled, timings=timings)
+
+
+def predict_animals(predictor, photo: PhotoInput, settings: Settings | None = None,
+                    timings: dict | None = None) -> list[dict]:
+    """--all-animals, the inference half: one photo map per animal, largest first
+    (preprocess.predict_animals with the settings' segmenter); each goes on through
+    from_pointmap. timings["inference"] covers every animal's predictor runs."""
+    from . import preprocess
+
+    settings = settings or Settings()
+    timings = {} if timings is None else timings
+    segmenter, note = (None, "") if photo.mask is not None else load_segmenter(settings.segmenter)
+    t0 = time.perf_counter()
+    maps = preprocess.predict_animals(predictor, photo.rgb, photo.mask, photo.focal_mm, photo.source,
+                                      segmenter=segmenter)
+    timings["inference"] = time.perf_counter() - t0
+    for pm in maps:
+        if note:
+            pm["segmenter_note"] = note
+    return maps
 
 
 def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown", template=None,
@@ -271,7 +293,7 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
                       focal_from_exif=bool(pm.get("focal_from_exif", False))),
         camera_fit=camera_fit, timings=timings, photo_mask=None if photo_mask is None else np.asarray(photo_mask, bool),
         mask_source=str(pm.get("mask_source", "user" if photo.mask is not None else "")),
-        animals_found=int(pm.get("animals_found", 1)), rig_iou=rig_iou,
+        animals_found=int(pm.get("animals_found", 1)), animal_index=int(pm.get("animal_index", 1)), rig_iou=rig_iou,
         segmenter_note=str(pm.get("segmenter_note", "")))
 
 

@@ -385,6 +385,45 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
     return pointmap.validate(out, source)
 
 
+def predict_animals(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
+                    focal_mm: float | None = None, source: str = "the photo", segmenter=None) -> list[dict]:
+    """--all-animals: one dual point map per animal, largest first, each as predict_photo gives it
+    plus `animal_index` (1 = the largest) and `animals_found` (how many maps there are).
+
+    The animals: each connected region of the user's mask (segment.animal_regions: 8-connected,
+    at least segment.MIN_REGION_FRACTION of the photo; a mask of two horses is two animals), else
+    the segmenter's regions that the predictor agrees with (animal_masks), else the predictor's
+    own mask, one animal. Regions were already checked (or are the user's word), so each takes
+    one more predictor run, on its crop with the region as the mask input; a region whose crop
+    the predictor then refuses is dropped and counted in `animals_refused`. "No animal found"
+    when none is left."""
+    from . import segment
+
+    rgb = np.asarray(rgb)
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool)
+        if mask.shape != rgb.shape[:2]:  # predict_photo's one-line message
+            return [dict(predict_photo(predictor, rgb, mask, focal_mm, source), animal_index=np.int32(1))]
+        regions, label = segment.animal_regions(mask) or [mask], "user"
+    else:
+        regions = animal_masks(segmenter, rgb, predictor, source) if segmenter is not None else []
+        label = "segmenter"
+        if not regions:  # no segmenter, or none of its regions agrees: the predictor's mask
+            return [dict(predict_photo(predictor, rgb, None, focal_mm, source), animal_index=np.int32(1))]
+    maps, errors = [], []
+    for region in regions:
+        try:
+            maps.append(predict_photo(predictor, rgb, region, focal_mm, source, mask_source="user"))
+        except DualPMError as e:
+            errors.append(e)
+    if not maps:
+        raise errors[0]
+    for i, m in enumerate(maps, 1):
+        m.update(mask_source=np.str_(label), animals_found=np.int32(len(maps)), animal_index=np.int32(i),
+                 animals_refused=np.int32(len(errors)))
+    return maps
+
+
 def predict_file(predictor, path, mask_path=None, segmenter=None) -> dict:
     """Decode `path` (and a mask file, else the photo's own alpha) and run predict_photo."""
     import os
