@@ -1,7 +1,8 @@
 """The batch pipeline: `dualpm reconstruct PHOTO... --out DIR` and `blender -b --python-expr`.
 
-    dualpm reconstruct PHOTO... --out DIR [--mask FILE | --mask-dir DIR] [--bvh FILE]
-                       [--server URL --token T] [--device auto|cpu|cuda] [--model FILE]
+    dualpm reconstruct PHOTO... --out DIR [--mask FILE | --mask-dir DIR] [--all-animals]
+                       [--fit photo|points] [--bvh FILE] [--server URL --token T]
+                       [--device auto|cpu|cuda] [--model FILE]
 
     blender -b --python-expr "import sys, bl_ext.user_default.dualpm.operators.headless as h; \\
         sys.exit(h.main(['photo.jpg', '--out', 'out']))"
@@ -22,8 +23,24 @@ its own alpha channel, else none (the predictor and the segmenter find the anima
 Inputs that are another input's NAME.mask.png (a glob like photos/*.png) are masks, not photos.
 A missing, unreadable or wrongly sized mask fails that photo only, with the reason in its JSON.
 
+Several animals in one photo: by default the largest is reconstructed (NAME.json's
+"animals_found" says how many the photo holds). With --all-animals each one is, into its own
+file set NAME_animal1.* (the largest), NAME_animal2.*, ... (preprocess.predict_animals: each
+connected region of the mask, else the segmenter's regions the predictor agrees with), each
+NAME_animalK.json with "animal_index" K and "animals_found"; an animal that fails gets its
+NAME_animalK.json with the reason, and older NAME_animalK.* beyond this run's count are removed.
+One file set per animal, not one .blend holding all: each is one rigged character, the unit an
+artist retargets, exports and drops into another scene, and each animal's fit solves its own
+camera (focal length and distance), so the animals do not share one measured 3D space
+(docs/extension.md).
+
+--fit photo (default) fits the rig to the photo (Q reprojected onto its pixels, the outline;
+fitting.fit_to_photo); --fit points fits the predicted 3D points alone (fitting.fit), the fit
+before issue 14.
+
 A failing photo does not stop the batch. The exit code is the number of photos that failed
-(capped at 125, batch.MAX_EXIT); 0 means every photo made all four files. Bad arguments exit 2 before any photo.
+(with --all-animals: of failed animal outputs; capped at 125, batch.MAX_EXIT); 0 means every
+photo (every animal) made all four files. Bad arguments exit 2 before any photo.
 
 The same functions as the panel run here (reconstruct.gather / run_inference / build_scene,
 retarget.retarget_armature, export.export_collection), synchronously: background Blender has no
@@ -48,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the photo's size); for several photos use NAME.mask.png beside each, or --mask-dir")
     parser.add_argument("--mask-dir", metavar="DIR", help="folder of per-photo masks: DIR/NAME.mask.png for "
                         "photo NAME.jpg (a photo without one there uses NAME.mask.png beside it, its alpha, or none)")
+    parser.add_argument("--all-animals", action="store_true",
+                        help="reconstruct every animal in a photo (NAME_animal1.* the largest, NAME_animal2.* ...); "
+                        "default: only the largest, into NAME.*")
+    parser.add_argument("--fit", choices=("photo", "points"), default="photo",
+                        help="photo: fit the rig to the photo's outline and pixels (default); "
+                        "points: to the predicted 3D points alone (the older fit)")
     parser.add_argument("--bvh", metavar="FILE", help="retarget this motion capture onto every result")
     parser.add_argument("--server", metavar="URL", help="use a running inference server (ours or Triton)")
     parser.add_argument("--token", metavar="T", help="bearer token for --server")
@@ -107,31 +130,100 @@ def _preview(request, rec) -> "object":
 
 
 def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
-                    bvh: str | None = None, mask_record: dict | None = None) -> dict:
+                    bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo") -> dict:
     """One photo to its four files; returns the summary written to NAME.json (raises on failure).
 
     `mask` is the photo's mask file, `mask_record` masks.record of how it was found; without a
     file the photo's alpha is used where it marks something out, and the record (updated in
     place, so a failure's JSON says it too) becomes "alpha" or "none"."""
+    from . import reconstruct
+
+    masks = core("masks")
+    mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
+    timings: dict = {}
+    request = _gather(photo, mask, timings, mask_record, fit)
+    rec = reconstruct.run_inference(request, timings=timings, predictor=predictor)
+    return write_outputs(photo, request, rec, name, out_dir, bvh, mask_record)
+
+
+def reconstruct_animals(photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
+                        bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo") -> list[dict]:
+    """--all-animals: every animal of one photo into NAME_animalK.* (K = 1 the largest); returns
+    each animal's summary as written to its JSON, failed animals included. Raises when the photo
+    itself fails (no animal at all, a bad mask)."""
+    from . import reconstruct
+
+    masks = core("masks")
+    mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
+    timings: dict = {}
+    request = _gather(photo, mask, timings, mask_record, fit)
+    recs = reconstruct.run_inference_all(request, timings=timings, predictor=predictor)
+    found = recs[0].animals_found
+    out = []
+    for rec in recs:
+        if out:  # a fresh scene per animal: each file set holds one character
+            request = _gather(photo, mask, {}, mask_record, fit)
+        out.append(write_outputs(photo, request, rec, animal_name(name, rec.animal_index), out_dir, bvh, mask_record))
+    for index, e in sorted(request.animal_errors):
+        summary = failure(photo, str(e), 0.0, mask_record)
+        summary.update(animal_index=index, animals_found=found)
+        path = os.path.join(out_dir, f"{animal_name(name, index)}.json")
+        _remove([os.path.join(out_dir, f"{animal_name(name, index)}.{ext}") for ext in ("blend", "glb", "png")])
+        _atomic_json(path, summary)
+        out.append(summary)
+    remove_stale_animals(out_dir, name, keep=found)
+    return sorted(out, key=lambda s: s["animal_index"])
+
+
+def animal_name(name: str, index: int) -> str:
+    """NAME_animalK: the K-th largest animal's outputs (not NAME_K, which a second photo NAME gets)."""
+    return f"{name}_animal{int(index)}"
+
+
+def remove_stale_animals(out_dir: str, name: str, keep: int) -> None:
+    """NAME_animalK.* with K > keep, left by an earlier run that found more animals."""
+    import re
+
+    pattern = re.compile(re.escape(name) + r"_animal(\d+)\.(blend|glb|png|json)$")
+    for f in os.listdir(out_dir):
+        m = pattern.match(f)
+        if m and int(m.group(1)) > keep:
+            _remove([os.path.join(out_dir, f)])
+
+
+def _gather(photo: str, mask: str | None, timings: dict, mask_record: dict, fit: str):
+    """An empty scene, then the photo (and mask) decoded as the panel does; `mask_record` says
+    which mask was used (updated in place when the photo's alpha is)."""
     import bpy
+
+    from . import reconstruct
+
+    masks = core("masks")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    request = reconstruct.gather(bpy.context, photo, mask or "", timings, mask_mode="AUTO")
+    request.settings["fit"] = fit
+    if not mask:
+        mask_record.update(masks.record(request.mask_source, None))
+    return request
+
+
+def write_outputs(photo: str, request, rec, name: str, out_dir: str, bvh: str | None, mask_record: dict) -> dict:
+    """The reconstruction's scene, then NAME.blend, NAME.glb, NAME.png and last NAME.json."""
+    import bpy
+    import numpy as np
 
     from . import export, reconstruct, retarget
 
-    masks = core("masks")
-    timings: dict = {}
-    mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
-    bpy.ops.wm.read_homefile(use_empty=True)
     context = bpy.context
-    request = reconstruct.gather(context, photo, mask or "", timings, mask_mode="AUTO")
-    if not mask:
-        mask_record.update(masks.record(request.mask_source, None))
-    rec = reconstruct.run_inference(request, timings=timings, predictor=predictor)
     objects = reconstruct.build_scene(context, request, rec, set_render_resolution=True)
     summary = rec.summary()
     summary["mask"] = dict(mask_record)
     # Where the crop was cut (photo pixels): with a mask, the square around it, so it shows the
     # mask was applied and not only found.
     summary.setdefault("crop_box", [round(float(v), 2) for v in rec.crop_box])
+    if rec.photo_mask is not None and rec.photo_mask.any():  # which animal of the photo this is
+        ys, xs = np.nonzero(rec.photo_mask)
+        summary["animal_box"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
     if bvh:
         t0 = time.perf_counter()
         summary["retarget"] = retarget.retarget_armature(context, objects["armature"], bvh)
@@ -161,6 +253,12 @@ def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mas
     return summary
 
 
+def failure(photo: str, reason: str, seconds: float, mask_record: dict | None) -> dict:
+    """A failed output's JSON."""
+    return {"photo": os.path.basename(photo), "input_file": os.path.abspath(photo), "status": "failed",
+            "reason": reason, "seconds": round(seconds, 3), "mask": mask_record, "dualpm_version": _version()}
+
+
 def run(args) -> int:
     err = core("errors").DualPMError
     try:
@@ -182,7 +280,7 @@ def run(args) -> int:
         _say(f"{p}: a mask ({masks.SUFFIX} of another input), not reconstructed as a photo")
     names = core("batch").output_names(photos, "photo")
     predictor = make_predictor(args)
-    failed = 0
+    failed = outputs = 0  # outputs: file sets (one per photo, or per animal with --all-animals)
     try:
         for i, (photo, name) in enumerate(zip(photos, names), 1):
             t0 = time.perf_counter()
@@ -190,37 +288,54 @@ def run(args) -> int:
             source, mask_path = masks.find(photo, mask_dir, args.mask)
             mask_record = masks.record(source, mask_path)
             try:
-                summary = reconstruct_one(None, photo, name, args.out, predictor, mask_path, args.bvh,
-                                          mask_record=mask_record)
-                t = summary["timings_s"]
-                m = summary["mask"]
-                _say(f"[{i}/{len(names)}] {name}: ok, mask {m['source']}"
-                     f"{' ' + os.path.basename(m['path']) if m['path'] else ''}, "
-                     f"{summary['points_kept']} points, {summary['bones_fitted']} bones "
-                     f"fitted, residual {summary['fit_residual_rms_m'] * 100:.1f} cm; " +
-                     ", ".join(f"{k} {t[k]:.2f} s" for k in ("load", "inference", "fit", "import") if k in t))
+                if args.all_animals:
+                    summaries = reconstruct_animals(photo, name, args.out, predictor, mask_path, args.bvh,
+                                                    mask_record=mask_record, fit=args.fit)
+                else:
+                    summaries = [reconstruct_one(None, photo, name, args.out, predictor, mask_path, args.bvh,
+                                                 mask_record=mask_record, fit=args.fit)]
+                outputs += len(summaries)
+                for summary in summaries:
+                    label = animal_name(name, summary["animal_index"]) if args.all_animals else name
+                    if summary["status"] != "ok":
+                        failed += 1
+                        _say(f"[{i}/{len(names)}] {label}: FAILED: {summary['reason']}")
+                        continue
+                    t = summary["timings_s"]
+                    m = summary["mask"]
+                    _say(f"[{i}/{len(names)}] {label}: ok, animal {summary['animal_index']} of "
+                         f"{summary['animals_found']}, mask {m['source']}"
+                         f"{' ' + os.path.basename(m['path']) if m['path'] else ''}, "
+                         f"{summary['points_kept']} points, {summary['bones_fitted']} bones "
+                         f"fitted, residual {summary['fit_residual_rms_m'] * 100:.1f} cm; " +
+                         ", ".join(f"{k} {t[k]:.2f} s" for k in ("load", "inference", "fit", "import") if k in t))
             except KeyboardInterrupt:
                 raise
             except BaseException as e:  # noqa: BLE001 - one photo's failure must not stop the batch
                 failed += 1
+                outputs += 1
                 reason = str(e) if isinstance(e, err) else f"unexpected {type(e).__name__}: {' '.join(str(e).split())}"
                 if not isinstance(e, err):
                     import traceback
 
                     traceback.print_exc()
+                summary = failure(photo, reason, time.perf_counter() - t0, mask_record)
+                if args.all_animals:  # no animal at all: NAME_animal1.json says why
+                    remove_stale_animals(args.out, name, keep=0)
+                    name = animal_name(name, 1)
+                    summary.update(animal_index=1, animals_found=0)
                 paths = [os.path.join(args.out, f"{name}.{ext}") for ext in ("blend", "glb", "png")]
                 _remove(paths)
-                _atomic_json(os.path.join(args.out, f"{name}.json"), {
-                    "photo": os.path.basename(photo), "input_file": os.path.abspath(photo), "status": "failed",
-                    "reason": reason, "seconds": round(time.perf_counter() - t0, 3),
-                    "mask": mask_record,
-                    "dualpm_version": _version()})
+                _atomic_json(os.path.join(args.out, f"{name}.json"), summary)
                 _say(f"[{i}/{len(names)}] {name}: FAILED: {reason}")
     finally:
         close = getattr(predictor, "close", None)
         if close is not None:
             close()
-    _say(f"{len(names) - failed} of {len(names)} photos reconstructed into {args.out}")
+    if args.all_animals:
+        _say(f"{outputs - failed} of {outputs} animals of {len(names)} photos reconstructed into {args.out}")
+    else:
+        _say(f"{len(names) - failed} of {len(names)} photos reconstructed into {args.out}")
     return core("batch").exit_code(failed)
 
 

@@ -63,6 +63,7 @@ class DUALPM_PT_main(_DualPMPanel, bpy.types.Panel):
         col.prop(s, "mask_mode")
         if s.mask_mode == "IMAGE":
             col.template_ID(s, "mask_image", open="image.open")
+        col.prop(s, "all_animals")
         col.prop(s, "point_size")
         col.separator()
         if status.running:

@@ -34,6 +34,9 @@ class DUALPM_PG_settings(bpy.types.PropertyGroup):
         ("IMAGE", "Image", "A second image marks the animal (white or opaque)"),
     ], default="NONE")
     mask_image: PointerProperty(name="Mask Image", type=bpy.types.Image)
+    all_animals: BoolProperty(name="All Animals", default=False,
+                              description="Reconstruct every animal found in the photo, one collection each "
+                                          "(off: only the largest)")
     point_size: FloatProperty(name="Point Size", default=0.006, min=0.0, soft_max=0.05, unit="LENGTH",
                               description="Diameter of the displayed points (also on the modifier)")
 

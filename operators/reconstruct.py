@@ -31,17 +31,21 @@ from ._core import core, error_type, report_error
 
 _active = None  # the running modal operator's job, so the panel can show it and refuse a second
 last_result = None  # the latest Reconstruction (its timings feed the benchmark and the tests)
+last_results = []  # every animal's of the latest run ("All Animals"), largest first
 
 
 class PhotoRequest:
     """What the main thread gathers before the worker starts."""
 
-    def __init__(self, photo, image, created_images, settings: dict, mask_source: str = "none"):
+    def __init__(self, photo, image, created_images, settings: dict, mask_source: str = "none",
+                 all_animals: bool = False):
         self.photo = photo  # pipeline.PhotoInput
         self.image = image  # bpy Image shown as the camera background
         self.created_images = created_images  # images this request loaded (removed if it fails)
-        self.settings = settings  # preferences.settings_dict()
+        self.settings = settings  # preferences.settings_dict(), plus "fit" ("photo" or "points")
         self.mask_source = mask_source  # "file" (mask_path), "image" (the panel's), "alpha" or "none"
+        self.all_animals = all_animals  # one reconstruction per animal found, not only the largest
+        self.animal_errors = []  # (animal index, DualPMError) of animals left out by run_inference_all
 
 
 def gather(context, filepath: str = "", mask_path: str = "", timings: dict | None = None,
@@ -106,18 +110,55 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
         raise
     if timings is not None:
         timings["load"] = time.perf_counter() - t0
-    return PhotoRequest(photo, image, created, preferences.settings_dict(context), mask_source)
+    return PhotoRequest(photo, image, created, preferences.settings_dict(context), mask_source,
+                        all_animals=bool(getattr(s, "all_animals", False)))
 
 
 def pipeline_settings(settings: dict):
     return core("pipeline").Settings(occupancy_threshold=float(settings["occupancy_threshold"]),
-                                     confidence_threshold=float(settings["confidence_threshold"]))
+                                     confidence_threshold=float(settings["confidence_threshold"]),
+                                     fit=str(settings.get("fit", "photo")))
 
 
 def run_inference(request: PhotoRequest, report=None, cancelled=None, timings=None, predictor=None,
                   job=None):
     """Worker side: start the backend if needed, then crop, infer and fit (pipeline.reconstruct)."""
     report = report or (lambda stage, fraction: None)
+    predictor = start_backend(request, report, timings, predictor, job)
+    return core("pipeline").reconstruct(predictor, request.photo, template=session.template(),
+                                        settings=pipeline_settings(request.settings), report=report,
+                                        cancelled=cancelled, timings=timings)
+
+
+def run_inference_all(request: PhotoRequest, report=None, cancelled=None, timings=None, predictor=None,
+                      job=None) -> list:
+    """Worker side of "All Animals": one Reconstruction per animal, largest first
+    (pipeline.predict_animals, then pipeline.from_pointmap each). An animal whose fit fails is
+    left out, its error kept in request.animal_errors; when every one fails, the first error is
+    raised. Each result's timings hold the shared stages (load, inference of all animals) and
+    its own fit."""
+    pipeline = core("pipeline")
+    report = report or (lambda stage, fraction: None)
+    timings = {} if timings is None else timings
+    predictor = start_backend(request, report, timings, predictor, job)
+    settings = pipeline_settings(request.settings)
+    maps = pipeline.predict_animals(predictor, request.photo, settings, timings)
+    recs, request.animal_errors = [], []
+    for pm in maps:
+        try:
+            recs.append(pipeline.from_pointmap(pm, request.photo, pipeline.model_version(predictor),
+                                               template=session.template(), settings=settings, report=report,
+                                               cancelled=cancelled, timings=dict(timings)))
+        except error_type() as e:
+            request.animal_errors.append((int(pm.get("animal_index", len(recs) + 1)), e))
+    if not recs:
+        raise request.animal_errors[0][1]
+    return recs
+
+
+def start_backend(request: PhotoRequest, report, timings=None, predictor=None, job=None):
+    """The predictor, started (the session's backend unless the caller brings one); the fit's
+    template index builds meanwhile."""
     own = predictor is None  # the session's backend (kept between clicks), not the caller's
     if own:
         predictor = session.backend(request.settings)
@@ -139,13 +180,11 @@ def run_inference(request: PhotoRequest, report=None, cancelled=None, timings=No
         warm.join()
     if timings is not None:
         timings["server_start"] = time.perf_counter() - t0
-    return core("pipeline").reconstruct(predictor, request.photo, template=template,
-                                        settings=pipeline_settings(request.settings), report=report,
-                                        cancelled=cancelled, timings=timings)
+    return predictor
 
 
 def build_scene(context, request: PhotoRequest, rec, point_size: float | None = None,
-                set_render_resolution: bool = False) -> dict:
+                set_render_resolution: bool = False, name: str | None = None) -> dict:
     t0 = time.perf_counter()
     image = request.image
     try:
@@ -154,10 +193,28 @@ def build_scene(context, request: PhotoRequest, rec, point_size: float | None = 
         image = None
     s = getattr(context.scene, "dualpm", None)
     size = point_size if point_size is not None else (s.point_size if s is not None else 0.006)
-    objects = scene_build.build(context, rec, image=image, point_size=size,
+    objects = scene_build.build(context, rec, image=image, name=name, point_size=size,
                                 set_render_resolution=set_render_resolution)
     rec.timings["import"] = time.perf_counter() - t0
     return objects
+
+
+def build_scenes(context, request: PhotoRequest, recs: list) -> list[dict]:
+    """One collection per animal ("DualPM NAME animal 2" for the second largest; a single result
+    keeps the plain name), each with its own camera: each animal's fit solves its own focal length
+    and distance."""
+    stem = os.path.splitext(request.photo.source)[0] or "photo"
+    several = len(recs) > 1 or bool(request.animal_errors)
+    objects = [build_scene(context, request, rec, name=f"{stem} animal {rec.animal_index}" if several else None)
+               for rec in recs]
+    return objects
+
+
+def _run_job(request: PhotoRequest, report=None, cancelled=None, timings=None, job=None) -> list:
+    """The worker's work as a list of results: every animal, or the largest only."""
+    if request.all_animals:
+        return run_inference_all(request, report, cancelled, timings, job=job)
+    return [run_inference(request, report, cancelled, timings, job=job)]
 
 
 def _cleanup(request: PhotoRequest | None):
@@ -187,12 +244,13 @@ class ModalRun:
         self.timings = {}
         self.request = gather(context, filepath, mask_path, self.timings)
         self.job = None
-        self.result = None
+        self.result = None  # the largest animal's Reconstruction
+        self.results = []  # every animal's, with "All Animals"
 
     def start(self, context) -> None:
         global _active
         request, timings = self.request, self.timings
-        job = core("pipeline").Job(lambda report, cancelled: run_inference(
+        job = core("pipeline").Job(lambda report, cancelled: _run_job(
             request, report, cancelled, timings, job=job), name="dualpm-reconstruct")
         self.job = job
         _active = job
@@ -214,11 +272,12 @@ class ModalRun:
         if context.mode != "OBJECT":
             self.show(context, "import", 0.0, "DualPM: result ready, back to Object Mode to add it")
             return "WAITING"
-        rec = self.job.result()
+        recs = self.job.result()
         self.show(context, "import", 0.0)
-        build_scene(context, self.request, rec)
-        self.result = rec
-        _remember(rec)
+        build_scenes(context, self.request, recs)
+        self.result = recs[0]
+        self.results = recs
+        _remember(recs)
         self.end(context)
         return "FINISHED"
 
@@ -282,10 +341,10 @@ class DUALPM_OT_reconstruct(bpy.types.Operator):
         try:
             timings = {}
             request = gather(context, self.filepath, self.mask_path, timings)
-            rec = run_inference(request, timings=timings)
-            build_scene(context, request, rec)
-            _remember(rec)
-            self.report({"INFO"}, _done_message(rec))
+            recs = _run_job(request, timings=timings)
+            build_scenes(context, request, recs)
+            _remember(recs)
+            _report_done(self, request, recs)
             return {"FINISHED"}
         except BaseException as e:  # noqa: BLE001 - the operator boundary: one line, never a traceback
             return _fail(self, context, request, e)
@@ -321,7 +380,7 @@ class DUALPM_OT_reconstruct(bpy.types.Operator):
         if state != "FINISHED":
             return {"PASS_THROUGH"}
         self._stop_timer(context)
-        self.report({"INFO"}, _done_message(self._run.result))
+        _report_done(self, self._run.request, self._run.results)
         return {"FINISHED"}
 
     def _stop_timer(self, context):
@@ -341,9 +400,16 @@ def _fail(op, context, request, e):
     return {"CANCELLED"}
 
 
-def _remember(rec) -> None:
-    global last_result
-    last_result = rec
+def _remember(recs: list) -> None:
+    global last_result, last_results
+    last_result, last_results = recs[0], list(recs)
+
+
+def _report_done(op, request: PhotoRequest, recs: list) -> None:
+    op.report({"INFO"}, _done_message(recs[0]) if len(recs) == 1 and not request.animal_errors else
+              f"DualPM: {len(recs)} animals of {recs[0].animals_found} found; the largest: {_done_message(recs[0])}")
+    for index, e in request.animal_errors:
+        op.report({"WARNING"}, f"DualPM: animal {index} left out: {e}")
 
 
 def _done_message(rec) -> str:
