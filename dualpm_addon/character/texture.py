@@ -1,0 +1,305 @@
+"""The photo's colours baked into the character's UV atlas.
+
+Every texel of the atlas is a point on the character's surface (the texel map: which face, which
+barycentrics; `texel_map`). Its colour comes, in order of trust:
+
+1. **The photo** (source PHOTO): the texel's posed point projected through the fitted camera,
+   when a z-buffer of the posed mesh says nothing is in front of it, it lands inside the photo and
+   on the animal's mask (eroded by a pixel, so no background creeps in along the outline). The
+   photo is sampled bilinearly in linear RGB. Each sample carries a weight: how squarely its
+   surface faces the camera (|cos| of the angle between the smooth normal and the view ray),
+   zero at grazing angles, where a photo smears one pixel over a long stretch of surface.
+2. **Its mirror twin** (MIRROR): the animal is left/right symmetric in canonical space, so a
+   texel at canonical (x, y, z) may borrow the photo colour of the texel nearest (-x, y, z). A
+   grazing photo texel blends with its twin by their weights (the twin at half trust), so the
+   squarely seen side wins and the edge of the seen region fades instead of stepping.
+3. **The nearest coloured region** (FILL): what neither side saw (the belly of an animal seen
+   from above, the inside of the legs) takes the inverse-distance mean of the nearest coloured
+   texels in canonical space: across charts, so a seam never shows.
+4. **The gutter** (GUTTER): texels outside every chart take the nearest chart texel's colour,
+   so bilinear filtering and mipmaps never fetch the empty background across a chart's border.
+
+UV convention: uv (V, 2) in [0, 1], v up (Blender's); image row 0 is the top (v = 1), as PNG and
+glTF store it. Colours are sRGB uint8 in the image, linear inside the bake.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import camera
+from ..errors import DualPMError
+from . import raster
+
+SIZE = 512  # atlas side in texels: ~100k surface texels on a horse, enough for a 160-px crop
+ZBUFFER_SIDE = 384  # z-buffer side over the animal's box in the photo: visibility, not colour
+MIN_COS = 0.15  # below this |cos| a photo sample has no weight (grazing view)
+TWIN_TRUST = 0.5  # a mirror twin's weight relative to the texel's own photo sample
+DEPTH_TOLERANCE = 0.01  # of the mesh's size: a texel this far behind the z-buffer is hidden
+FILL_NEIGHBOURS = 4
+MIN_PHOTO_TEXELS = 20  # fewer photo-coloured texels than this and the photo says nothing usable
+
+NONE, PHOTO, MIRROR, FILL, GUTTER, FLAT = 0, 1, 2, 3, 4, 5
+SOURCE_NAMES = {NONE: "none", PHOTO: "photo", MIRROR: "mirror", FILL: "fill", GUTTER: "gutter", FLAT: "flat"}
+
+
+@dataclass(frozen=True)
+class TexelMap:
+    """The atlas texels that lie on the surface: pixel (N,) flat index row * size + col, face
+    (N,) and bary (N, 3) of the surface point at the texel's centre."""
+
+    size: int
+    pixel: np.ndarray
+    face: np.ndarray
+    bary: np.ndarray
+
+    def points(self, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """(N, D) per-vertex values (V, D) interpolated at the texels."""
+        f = np.asarray(faces)[self.face]
+        v = np.asarray(vertices, dtype=np.float64)
+        return np.einsum("nk,nkd->nd", self.bary, v[f])
+
+
+@dataclass
+class Texture:
+    """image (S, S, 3) uint8 sRGB (row 0 the top, v = 1); source (S, S) uint8 (NONE, PHOTO,
+    MIRROR, FILL, GUTTER, FLAT per texel); figures: shares per source, timings, a note."""
+
+    image: np.ndarray
+    source: np.ndarray
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return int(self.image.shape[0])
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb8(x: np.ndarray) -> np.ndarray:
+    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+    s = np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+    return np.clip(s * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+_LUT = srgb_to_linear(np.arange(256) / 255.0)
+
+
+def texel_map(uv: np.ndarray, faces: np.ndarray, size: int = SIZE) -> TexelMap:
+    """Which face covers each atlas texel's centre (the first, where charts overlap)."""
+    uv = np.asarray(uv, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    if uv.ndim != 2 or uv.shape[1] != 2 or (faces.size and faces.max() >= len(uv)):
+        raise DualPMError(f"texture: uv has shape {uv.shape}, expected one (u, v) per vertex")
+    if int(size) < 8:
+        raise DualPMError(f"texture: atlas size {size} is below 8 texels")
+    size = int(size)
+    tri = uv[faces] * size
+    tri[..., 1] = size - tri[..., 1]  # v up -> image rows down
+    pix, t, bary = raster.cover(tri, (size, size))
+    pix, first = np.unique(pix, return_index=True)
+    return TexelMap(size, pix, t[first], bary[first])
+
+
+def _vertex_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Smooth normals; vertices split at UV seams share one (welded by position)."""
+    _, weld = np.unique(np.round(v, 7), axis=0, return_inverse=True)
+    weld = weld.reshape(-1)
+    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])  # area-weighted
+    idx = weld[faces.reshape(-1)]
+    n = np.stack([np.bincount(idx, weights=np.repeat(fn[:, c], 3), minlength=weld.max() + 1) for c in range(3)], 1)
+    n = n[weld]
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    p = np.pad(mask, 1, constant_values=False)
+    return p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+
+
+def _bilinear(photo: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """(N, 3) linear RGB of an sRGB uint8 photo at continuous pixel coordinates uv (N, 2)."""
+    h, w = photo.shape[:2]
+    x = np.clip(uv[:, 0] - 0.5, 0, w - 1)
+    y = np.clip(uv[:, 1] - 0.5, 0, h - 1)
+    x0, y0 = np.minimum(x.astype(np.int64), w - 2 if w > 1 else 0), np.minimum(y.astype(np.int64), h - 2 if h > 1 else 0)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    c00, c01 = _LUT[photo[y0, x0]], _LUT[photo[y0, x1]]
+    c10, c11 = _LUT[photo[y1, x0]], _LUT[photo[y1, x1]]
+    return (c00 * (1 - fx) + c01 * fx) * (1 - fy) + (c10 * (1 - fx) + c11 * fx) * fy
+
+
+def _visible(p: np.ndarray, vertices_cam: np.ndarray, faces: np.ndarray, k: np.ndarray, photo_size) -> np.ndarray:
+    """(N,) bool: no surface in front of the texel points p (N, 3) as the camera sees them. The
+    z-buffer covers only the mesh's box in the photo, at most ZBUFFER_SIDE pixels a side."""
+    h, w = photo_size
+    uv = camera.project(vertices_cam[vertices_cam[:, 2] > raster.NEAR], k)
+    if not len(uv):
+        return np.zeros(len(p), bool)
+    x0, y0 = np.maximum(np.floor(uv.min(0)), 0)
+    x1, y1 = np.minimum(np.ceil(uv.max(0)), (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros(len(p), bool)
+    scale = min(1.0, ZBUFFER_SIDE / max(x1 - x0, y1 - y0))
+    zh, zw = max(1, int(np.ceil((y1 - y0) * scale))), max(1, int(np.ceil((x1 - x0) * scale)))
+    kz = np.diag([scale, scale, 1.0]) @ (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1.0]]) @ k)
+    depth, _ = raster.zbuffer(vertices_cam, faces, kz, (zh, zw))
+    q = camera.project(p, kz)
+    col, row = np.floor(q[:, 0]).astype(np.int64), np.floor(q[:, 1]).astype(np.int64)
+    inside = (col >= 0) & (col < zw) & (row >= 0) & (row < zh) & (p[:, 2] > raster.NEAR)
+    tol = DEPTH_TOLERANCE * float(np.linalg.norm(np.ptp(vertices_cam, axis=0)))
+    d = np.full(len(p), np.inf)
+    d[inside] = depth[row[inside], col[inside]]
+    # A texel mapped onto an empty z-buffer pixel sits on the outline: nothing is in front of it.
+    return inside & (p[:, 2] <= d + tol)
+
+
+def _idw(tree, values: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, len(values))
+    d, i = tree.query(queries, k=k)
+    if k == 1:
+        d, i = d[:, None], i[:, None]
+    wgt = 1.0 / np.maximum(d, 1e-9)
+    return np.einsum("nk,nkc->nc", wgt, values[i]) / wgt.sum(1, keepdims=True)
+
+
+def _gutter(image: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import distance_transform_edt
+
+    if filled.all() or not filled.any():
+        return image
+    _, (ri, ci) = distance_transform_edt(~filled, return_indices=True)
+    return image[ri, ci]
+
+
+def flat(faces: np.ndarray, uv: np.ndarray, face_colours: np.ndarray, size: int = SIZE,
+         texels: TexelMap | None = None, note: str = "") -> Texture:
+    """The template look in the atlas: each face's flat linear colour (F, 3), gutter filled."""
+    texels = texels or texel_map(uv, faces, size)
+    s = texels.size
+    lin = np.zeros((s * s, 3))
+    lin[texels.pixel] = np.asarray(face_colours, dtype=np.float64)[texels.face]
+    filled = np.zeros(s * s, bool)
+    filled[texels.pixel] = True
+    img = _gutter(linear_to_srgb8(lin).reshape(s, s, 3), filled.reshape(s, s))
+    source = np.full(s * s, GUTTER, np.uint8)
+    source[texels.pixel] = FLAT
+    return Texture(img, source.reshape(s, s), {"flat": 1.0, "note": note})
+
+
+def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical: np.ndarray,
+         photo_rgb: np.ndarray, intrinsics: np.ndarray, photo_mask: np.ndarray | None = None,
+         size: int = SIZE, texels: TexelMap | None = None, fallback_colours: np.ndarray | None = None) -> Texture:
+    """Bake the photo into the atlas (module docstring).
+
+    vertices_cam (V, 3) the posed mesh in the photo's camera space (OpenCV, metres); faces
+    (F, 3); uv (V, 2); canonical (V, 3) each vertex's Q; photo_rgb (H, W, 3) uint8 sRGB;
+    intrinsics (3, 3) in the photo's pixels; photo_mask (H, W) bool, the animal (None: the mesh's
+    own silhouette stands in, eroded by two pixels). When the photo colours fewer than
+    MIN_PHOTO_TEXELS texels, `fallback_colours` (F, 3) linear (the template's) are baked flat and
+    the figures' note says why; without them that is a one-line DualPMError."""
+    from scipy.spatial import cKDTree
+
+    t0 = time.perf_counter()
+    v = np.asarray(vertices_cam, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    photo = np.asarray(photo_rgb)
+    if photo.ndim == 2:  # greyscale: the same value in every channel
+        photo = np.repeat(photo[..., None], 3, axis=2)
+    if photo.ndim != 3 or photo.shape[2] not in (3, 4) or photo.dtype != np.uint8:
+        raise DualPMError(f"texture: photo has shape {photo.shape} {photo.dtype}, expected (H, W, 3) uint8")
+    photo = photo[..., :3]
+    h, w = photo.shape[:2]
+    k = np.asarray(intrinsics, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3 or np.asarray(canonical).shape != v.shape:
+        raise DualPMError(f"texture: vertices {v.shape} and canonical {np.asarray(canonical).shape} must both be (V, 3)")
+    if photo_mask is not None and np.asarray(photo_mask).shape != (h, w):
+        raise DualPMError(f"texture: mask is {np.asarray(photo_mask).shape[::-1]} but the photo {w}x{h}")
+    texels = texels or texel_map(uv, faces, size)
+    s = texels.size
+    t_map = time.perf_counter()
+
+    p = texels.points(v, faces)
+    c = texels.points(canonical, faces)
+    n = texels.points(_vertex_normals(v, faces), faces)
+    ray = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+    cos = np.abs(np.sum(n * ray, axis=1)) / np.maximum(np.linalg.norm(n, axis=1), 1e-12)
+    weight = np.clip((cos - MIN_COS) / (1 - MIN_COS), 0, 1)
+
+    uvp = camera.project(p, k)
+    col, row = np.floor(uvp[:, 0]).astype(np.int64), np.floor(uvp[:, 1]).astype(np.int64)
+    in_photo = (col >= 0) & (col < w) & (row >= 0) & (row < h) & (p[:, 2] > raster.NEAR)
+    if photo_mask is None:
+        from .. import silhouette
+
+        mask = _erode(_erode(silhouette.rasterize(v, faces, k, (h, w))))
+    else:
+        mask = _erode(np.asarray(photo_mask, dtype=bool))
+    on_animal = np.zeros(len(p), bool)
+    on_animal[in_photo] = mask[row[in_photo], col[in_photo]]
+    seen = on_animal & (weight > 0)
+    seen[seen] = _visible(p[seen], v, faces, k, (h, w))
+    t_vis = time.perf_counter()
+
+    lin = np.zeros((len(p), 3))
+    source = np.full(len(p), NONE, np.uint8)
+    note = ""
+    if seen.sum() < MIN_PHOTO_TEXELS:
+        reason = (f"the photo shows only {int(seen.sum())} texels of the character on the animal's mask "
+                  f"({int(mask.sum())} mask pixels)")
+        if fallback_colours is None:
+            raise DualPMError(f"texture: {reason}; nothing to bake")
+        tex = flat(faces, uv, fallback_colours, texels=texels, note=f"{reason}: the template's colours were used")
+        tex.figures.update(seconds=round(time.perf_counter() - t0, 4), photo=0.0)
+        return tex
+    own = np.zeros((len(p), 3))
+    own[seen] = _bilinear(photo, uvp[seen])
+    w_own = np.where(seen, weight, 0.0)
+
+    # Mirror twins: the seen texels' colours at the reflected canonical points.
+    extent = float(np.ptp(c, axis=0).max())
+    footprint = extent / s  # about a texel's size in canonical metres (atlas spans the body)
+    tree = cKDTree(c[seen])
+    d, i = tree.query(c * np.array([-1.0, 1.0, 1.0]), k=1, distance_upper_bound=4 * footprint)
+    has_twin = np.isfinite(d)
+    idx_seen = np.nonzero(seen)[0]
+    w_twin = np.zeros(len(p))
+    twin = np.zeros((len(p), 3))
+    w_twin[has_twin] = TWIN_TRUST * w_own[idx_seen[i[has_twin]]]
+    twin[has_twin] = own[idx_seen[i[has_twin]]]
+    total = w_own + w_twin
+    got = total > 0
+    lin[got] = (own[got] * w_own[got, None] + twin[got] * w_twin[got, None]) / total[got, None]
+    source[got] = np.where(w_own[got] >= w_twin[got], PHOTO, MIRROR)
+    t_mirror = time.perf_counter()
+
+    rest = ~got
+    if rest.any():
+        lin[rest] = _idw(cKDTree(c[got]), lin[got], c[rest], FILL_NEIGHBOURS)
+        source[rest] = FILL
+    t_fill = time.perf_counter()
+
+    img = np.zeros((s * s, 3), np.uint8)
+    img[texels.pixel] = linear_to_srgb8(lin)
+    filled = np.zeros(s * s, bool)
+    filled[texels.pixel] = True
+    img = _gutter(img.reshape(s, s, 3), filled.reshape(s, s))
+    src = np.full(s * s, GUTTER, np.uint8)
+    src[texels.pixel] = source
+    t_end = time.perf_counter()
+    nt = max(len(p), 1)
+    figures = {"photo": round(float(np.mean(source == PHOTO)), 4), "mirror": round(float(np.mean(source == MIRROR)), 4),
+               "fill": round(float(np.mean(source == FILL)), 4), "texels": int(len(p)), "size": s,
+               "seconds": round(t_end - t0, 4),
+               "timings_s": {"texel_map": round(t_map - t0, 4), "visibility": round(t_vis - t_map, 4),
+                             "mirror": round(t_mirror - t_vis, 4), "fill": round(t_fill - t_mirror, 4),
+                             "gutter": round(t_end - t_fill, 4)}, "note": note}
+    del nt
+    return Texture(img, src.reshape(s, s), figures)
