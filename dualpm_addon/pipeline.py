@@ -65,7 +65,8 @@ class Settings:
 class Reconstruction:
     """Everything the scene needs, in the photo's OpenCV camera space or the animal's model space.
 
-    points: extract_points' dict (P camera space, Q, layer, confidence, colour, pixel in the crop)
+    points: extract_points' dict (P camera space, Q, layer, confidence, colour, pixel in the crop;
+    P_observed: P before the photo fit placed the cloud on the rig)
     point_rest (N, 3): model-space rest positions that the fitted pose skins onto P exactly;
     point_skin_joints/weights (N, 4); point_matched (N,) bool (Q matched the template).
     fit: fit_skeleton.SkeletonFit (rest skeleton, pose, model_to_camera, surface mesh, residuals).
@@ -242,6 +243,9 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
         camera_fit = fit_camera(pts["P"], uv, k_crop, solve_focal=not focal_known, seed=settings.seed)
         pts["P"] = camera_fit.apply(pts["P"]).astype(np.float32)
         k_crop = np.asarray(camera_fit.intrinsics, dtype=np.float64)
+    # The cloud as observed (after fit_camera), before the photo fit moves it onto the rig: the
+    # character's shape solve (character/deform.py) needs the evidence, not the rig's echo of it.
+    pts["P_observed"] = np.array(pts["P"], dtype=np.float32)
     pose_weight = fit_skeleton.PREDICTED_POSE_WEIGHT if settings.pose_weight is None else settings.pose_weight
     options = fit_skeleton.FitOptions(surface_pull=settings.surface_pull, pose_weight=pose_weight,
                                       seed=settings.seed, point_weights=True)
