@@ -294,12 +294,10 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
     src = np.full(s * s, GUTTER, np.uint8)
     src[texels.pixel] = source
     t_end = time.perf_counter()
-    nt = max(len(p), 1)
     figures = {"photo": round(float(np.mean(source == PHOTO)), 4), "mirror": round(float(np.mean(source == MIRROR)), 4),
                "fill": round(float(np.mean(source == FILL)), 4), "texels": int(len(p)), "size": s,
                "seconds": round(t_end - t0, 4),
                "timings_s": {"texel_map": round(t_map - t0, 4), "visibility": round(t_vis - t_map, 4),
                              "mirror": round(t_mirror - t_vis, 4), "fill": round(t_fill - t_mirror, 4),
                              "gutter": round(t_end - t_fill, 4)}, "note": note}
-    del nt
     return Texture(img, src.reshape(s, s), figures)
