@@ -55,6 +55,7 @@ class Settings:
     place_camera: bool = True  # fit_camera: the cloud's distance, and the focal when EXIF had none
     fit: str = "photo"  # "photo": fitting.fit_to_photo (Q reprojected, the mask); "points": the 3D fit alone
     segmenter: str = "auto"  # "auto": the shipped U2-Net-p, else the predictor's mask; "off"; or a .onnx path
+    character: str = "character"  # the surface: "character" (the photo baked on the character mesh), "template", "points"
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -97,6 +98,7 @@ class Reconstruction:
     animal_index: int = 1  # which animal of the photo, 1 = the largest (--all-animals)
     rig_iou: float = float("nan")  # the fitted surface through the photo's camera against photo_mask
     segmenter_note: str = ""  # why the segmenter was not used, when it was wanted
+    character: object = None  # character.instance.Character with Settings.character == "character", else None
 
     @property
     def num_points(self) -> int:
@@ -130,6 +132,7 @@ class Reconstruction:
             "rig_iou": None if not np.isfinite(self.rig_iou) else round(float(self.rig_iou), 4),
             "photo_fit": dict(getattr(fit, "photo", {}) or {}),
             "segmenter_note": self.segmenter_note or None,
+            "character": None if self.character is None else self.character.figures,
             "timings_s": {k: round(float(v), 4) for k, v in self.timings.items()},
             "parameters": self.settings,
         }
@@ -223,6 +226,8 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
     settings = settings or Settings()
     report = report or (lambda stage, fraction: None)
     timings = {} if timings is None else timings
+    if settings.character not in ("character", "template", "points"):
+        raise DualPMError(f"character: unknown look {settings.character!r}; one of character, template, points")
     template = template or template_mod.load_default()
     report("fit", 0.0)
     t0 = time.perf_counter()
@@ -287,6 +292,13 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
         from . import metrics
 
         rig_iou = metrics.rig_iou(fit.posed_vertices, fit.faces, k_photo, np.asarray(photo_mask, dtype=bool))
+    character = None
+    if settings.character == "character":
+        from .character import instance
+
+        t0 = time.perf_counter()
+        character = instance.make(fit, template, photo.rgb, photo_mask, k_photo)
+        timings["character"] = time.perf_counter() - t0
     return Reconstruction(
         source=photo.source, path=photo.path, sha256=photo.sha256, photo_size=(h, w),
         photo_intrinsics=k_photo, crop_box=box, points=pts,
@@ -298,7 +310,7 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
         camera_fit=camera_fit, timings=timings, photo_mask=None if photo_mask is None else np.asarray(photo_mask, bool),
         mask_source=str(pm.get("mask_source", "user" if photo.mask is not None else "")),
         animals_found=int(pm.get("animals_found", 1)), animal_index=int(pm.get("animal_index", 1)), rig_iou=rig_iou,
-        segmenter_note=str(pm.get("segmenter_note", "")))
+        segmenter_note=str(pm.get("segmenter_note", "")), character=character)
 
 
 def photo_grid_mask(pm: dict, photo_mask, box, size: int) -> np.ndarray:
