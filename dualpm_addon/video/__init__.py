@@ -1,0 +1,14 @@
+"""Animate from video: one rig fitted to a whole clip, its pose per frame (issue 16).
+
+    from dualpm_addon.video import ClipOptions, fit_clip
+    clip = fit_clip([preprocess.predict_photo(...) or None for each frame])
+
+Modules: frame (a frame's evidence), params (the clip's parameter layout), shape (one shape over
+keyframes), track (frame-to-frame tracking, lost frames, bridging), window (the temporal solve
+in overlapping windows), stacked (LM over several frames), fit (ClipOptions, ClipFit, fit_clip).
+docs/video.md has the method and the measured figures.
+"""
+
+from .fit import ClipFit, ClipOptions, fit_clip
+
+__all__ = ["ClipFit", "ClipOptions", "fit_clip"]

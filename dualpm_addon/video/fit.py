@@ -1,0 +1,304 @@
+"""The temporal fit: one rig for a whole clip, its pose per frame (issue 16, "Animate from video").
+
+Input: one predict_photo dict per frame (None where no animal was found; a list of dicts, one per
+animal, where several were found). Steps (docs/video.md, "Method"):
+
+1. Observe (frame.py): each frame's kept points, its cloud on its pixels, the solver's subsets.
+2. Shape (shape.py): the photo fit on a few keyframes, then one solve over them with one shape
+   (bone lengths, thickness, global scale, focal length) and each keyframe's own pose. The shape
+   is then frozen: per frame only the pose and the root change.
+3. Track (track.py): frame after frame, each started from the previous one (its root moving on
+   at the previous velocity), the animal chosen by its cost where a frame holds several, a few
+   LM iterations on the frame's terms; a frame whose rig no longer covers its mask is lost.
+4. Smooth (window.py): overlapping windows solved jointly with the data, smoothness of joint
+   angles and of root velocity, and feet in contact held still (fitting/terms/smoothness.py,
+   contact.py); the frames before a window are its fixed boundary, so cost is linear in length.
+5. Bridge: lost frames between seen ones are interpolated, before the first or after the last
+   one held; they are flagged, never dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import DualPMError
+from ..fitting import FitOptions, PhotoOptions
+from ..fitting.blas import single_threaded_blas
+from ..fitting.rig import instance_rest_points, scaled_rest_skeleton
+from . import params
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """Knobs of the clip fit; the defaults are what docs/video.md measures.
+
+    photo: the photo fit's options (term weights, subsets) for every frame; its fit.pose_weight
+        is replaced by pose_weight_exact / pose_weight_predicted by the kind of map.
+    fps: frames per second of the clip (contact speeds are per second).
+    keyframes: frames the shape is solved on; shape_iterations: LM iterations of that solve.
+    track_iterations: LM iterations per frame while tracking.
+    window, overlap: frames solved together, and frames of the previous window held as their
+        boundary; window_iterations: LM iterations per window (0: no temporal solve).
+    angle_acceleration_weight, angle_velocity_weight: joint angle smoothness (radians per
+        frame^2 and per frame), against the data terms; root_acceleration_weight,
+        root_velocity_weight: the root's (translation in body lengths, rotation in radians).
+    contact_weight: a foot in contact stays put (body lengths per frame).
+    min_rig_iou: a frame whose rig covers its mask less than this is lost (bridged).
+    place_camera: move each frame's cloud onto its pixels before fitting (predicted maps).
+    """
+
+    photo: PhotoOptions = field(default_factory=PhotoOptions)
+    pose_weight_exact: float = FitOptions.pose_weight
+    pose_weight_predicted: float = 0.01
+    fps: float = 12.0
+    keyframes: int = 3
+    shape_iterations: int = 8
+    track_iterations: int = 4
+    window: int = 8
+    overlap: int = 2
+    window_iterations: int = 3
+    angle_acceleration_weight: float = 3.0
+    angle_velocity_weight: float = 0.3
+    root_acceleration_weight: float = 10.0
+    root_velocity_weight: float = 0.3
+    contact_weight: float = 30.0
+    min_rig_iou: float = 0.2
+    place_camera: bool = True
+    seed: int = 0
+
+
+@dataclass
+class ClipFit:
+    """The fitted clip. T frames, J joints of the reference rig, V mesh vertices.
+
+    rest_skeleton: the instance's rest skeleton (one for the clip); rotations (T, J, 4) local
+    quaternions; model_to_camera (T, 4, 4) rigid root placement (camera space, OpenCV, metres);
+    intrinsics (T, 3, 3) in the video frame's pixels; tracked (T,) the animal was seen and fitted;
+    bridged (T,) lost and interpolated; rig_iou (T,) the rig's outline against the frame's mask
+    (in the crop grid; NaN where no mask); joints_cam (T, J, 3); rest_vertices (V, 3) model
+    space; faces, skin_joints, skin_weights; global_scale, bone_scales (J,), thickness (J,);
+    focal_factor: the solved focal length over the frames' given one; body_length (m);
+    contacts (T, 4) feet in contact (foot_names); cost (T,) each frame's data cost; timings (s).
+    """
+
+    joint_names: list
+    parents: np.ndarray
+    rest_skeleton: object
+    rotations: np.ndarray
+    model_to_camera: np.ndarray
+    intrinsics: np.ndarray
+    tracked: np.ndarray
+    bridged: np.ndarray
+    rig_iou: np.ndarray
+    joints_cam: np.ndarray
+    faces: np.ndarray
+    skin_joints: np.ndarray
+    skin_weights: np.ndarray
+    global_scale: float
+    bone_scales: np.ndarray
+    thickness: np.ndarray
+    timings: dict
+    rest_vertices: np.ndarray = None
+    focal_factor: float = 1.0
+    body_length: float = float("nan")
+    foot_names: tuple = ()
+    contacts: np.ndarray = None
+    cost: np.ndarray = None
+    photo_size: tuple = (0, 0)
+    options: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(len(self.rotations))
+
+    def posed_vertices(self, t: int) -> np.ndarray:
+        """(V, 3) camera space: the rest mesh skinned by frame t's pose, placed by its root."""
+        from ..skinning import linear_blend_skinning
+
+        g = self.rest_skeleton.forward_kinematics(self.rotations[t])
+        v = linear_blend_skinning(self.rest_vertices, self.skin_joints, self.skin_weights,
+                                  self.rest_skeleton.skinning_matrices(g))
+        m = self.model_to_camera[t]
+        return v @ m[:3, :3].T + m[:3, 3]
+
+    def to_dict(self) -> dict:
+        """Per-frame figures and the shape, for NAME.json (plain lists and numbers)."""
+        def f(v):
+            return None if not np.isfinite(v) else round(float(v), 5)
+
+        per_frame = []
+        for t in range(self.num_frames):
+            row = {"frame": t, "tracked": bool(self.tracked[t]), "bridged": bool(self.bridged[t]),
+                   "rig_iou": f(self.rig_iou[t]), "cost": None if self.cost is None else f(self.cost[t]),
+                   "focal_px": round(float(self.intrinsics[t, 0, 0]), 3),
+                   "root_translation_m": [round(float(v), 5) for v in self.model_to_camera[t, :3, 3]]}
+            if self.contacts is not None:
+                row["feet_in_contact"] = [n for n, c in zip(self.foot_names, self.contacts[t]) if c]
+            per_frame.append(row)
+        ious = self.rig_iou[np.isfinite(self.rig_iou)]
+        return {
+            "frames": self.num_frames, "frames_tracked": int(self.tracked.sum()),
+            "frames_bridged": int(self.bridged.sum()),
+            "rig_iou_mean": f(ious.mean()) if len(ious) else None,
+            "shape": {"global_scale": round(float(self.global_scale), 6), "body_length_m": f(self.body_length),
+                      "focal_factor": round(float(self.focal_factor), 6),
+                      "bone_scales": {n: round(float(s), 5) for n, s in zip(self.joint_names, self.bone_scales)},
+                      "thickness": {n: round(float(s), 5) for n, s in zip(self.joint_names, self.thickness)}},
+            "timings_s": {k: round(float(v), 4) for k, v in self.timings.items()},
+            "options": self.options,
+            "per_frame": per_frame,
+        }
+
+
+def _check_frames(frames) -> list[list[dict]]:
+    if frames is None or len(frames) == 0:
+        raise DualPMError("animate: the clip has no frames")
+    out = []
+    for t, fr in enumerate(frames):
+        if fr is None:
+            out.append([])
+        elif isinstance(fr, dict):
+            out.append([fr])
+        elif isinstance(fr, (list, tuple)) and all(isinstance(c, dict) for c in fr):
+            out.append(list(fr))
+        else:
+            raise DualPMError(f"animate: frame {t} is a {type(fr).__name__}, expected a dual point map dict, "
+                              "a list of them (one per animal) or None")
+    return out
+
+
+def fit_clip(frames: list, template=None, options: ClipOptions | None = None, report=None,
+             cancelled=None) -> ClipFit:
+    """Fit one rig to a clip (module docstring).
+
+    frames: per-frame dicts from preprocess.predict_photo (None: no animal found or the frame
+    failed; a list of dicts: several animals, the one chosen in the first frame is followed, the
+    first of the list (the largest) by default). report(stage, fraction) is called per frame;
+    cancelled() is checked between frames (pipeline.Cancelled is raised). A clip where no frame
+    shows an animal is a one-line DualPMError."""
+    from ..pipeline import fit_context
+
+    options = options or ClipOptions()
+    cands = _check_frames(frames)
+    if template is None:
+        from ..template import load_default
+
+        template = load_default()
+    report = report or (lambda stage, fraction: None)
+    with single_threaded_blas():
+        return _fit_clip(cands, template, fit_context(template), options, report, cancelled)
+
+
+def _check(cancelled):
+    if cancelled is not None and cancelled():
+        from ..pipeline import Cancelled
+
+        raise Cancelled("cancelled")
+
+
+def _fit_clip(cands, template, ctx, options: ClipOptions, report, cancelled) -> ClipFit:
+    from . import shape, track, window
+    from .frame import SharedSamples, observe
+
+    timings = {}
+    n = len(cands)
+    tic = time.perf_counter()
+    obs = []
+    for t, cs in enumerate(cands):
+        _check(cancelled)
+        seen = []
+        for c in cs:
+            o = observe(c, t, ctx, _photo_options(options, c), options.place_camera, options.seed + t)
+            if o is not None:
+                seen.append(o)
+        obs.append(seen)
+        report("observe", (t + 1) / n)
+    timings["observe"] = time.perf_counter() - tic
+    seen_frames = [t for t in range(n) if obs[t]]
+    if not seen_frames:
+        raise DualPMError(f"animate: no frame of the clip shows an animal (0 of {n} frames)")
+
+    model = params.clip_model(ctx)
+    samples = SharedSamples(model, template, options.photo.vertex_samples)
+    tic = time.perf_counter()
+    _, keyx = shape.solve_shape(model, samples, obs, seen_frames, options, report, cancelled)
+    timings["shape"] = time.perf_counter() - tic
+    _check(cancelled)
+
+    tic = time.perf_counter()
+    tr = track.track(model, samples, obs, keyx, options, report, cancelled)
+    timings["track"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    contacts = np.zeros((n, len(window.FEET)), dtype=bool)
+    if options.window_iterations > 0:
+        contacts = window.smooth(model, samples, tr, options, report, cancelled)
+    timings["smooth"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    xs, bridged = track.bridge(model, tr.x, tr.tracked)
+    out = _result(model, template, tr, xs, bridged, contacts, options)
+    timings["output"] = time.perf_counter() - tic
+    timings["total"] = sum(timings.values())
+    timings["fit_per_frame"] = timings["total"] / n
+    out.timings = timings
+    return out
+
+
+def _photo_options(options: ClipOptions, pm: dict) -> PhotoOptions:
+    from dataclasses import replace
+
+    from .frame import exact_confidence
+
+    pw = options.pose_weight_exact if exact_confidence(pm) else options.pose_weight_predicted
+    return replace(options.photo, fit=replace(options.photo.fit, pose_weight=pw, seed=options.seed))
+
+
+def _result(model, template, tr, xs, bridged, contacts, options: ClipOptions) -> ClipFit:
+    from .. import metrics
+    from ..skinning import linear_blend_skinning
+
+    ctx = model.ctx
+    sk = ctx.skeleton
+    n = len(xs)
+    x0 = xs[0]
+    _, _, _, sg, scales, thick = model.bones(x0)
+    rest = scaled_rest_skeleton(sk, sg, scales)
+    rest_v = instance_rest_points(sk, template.vertices, template.skin_joints, template.skin_weights, sg, scales,
+                                  instance=rest, thickness=thick)
+    rot = np.stack([params.local_quaternions(model, x) for x in xs])
+    m2c = np.stack([params.model_to_camera(x) for x in xs])
+    joints = np.stack([params.joints_camera(model, x) for x in xs])
+    focal = float(np.exp(model.log_focal(x0)))
+    ref = next(f for f in tr.frames if f is not None)
+    k_ref = ref.photo_intrinsics(focal)
+    ks = np.stack([f.photo_intrinsics(focal) if f is not None else k_ref for f in tr.frames])
+    iou = np.full(n, np.nan)
+    for t, f in enumerate(tr.frames):
+        if f is None or f.mask is None or not tr.tracked[t]:
+            continue
+        g = rest.forward_kinematics(rot[t])
+        v = linear_blend_skinning(rest_v, template.skin_joints, template.skin_weights, rest.skinning_matrices(g))
+        k = f.k_crop.copy()
+        k[0, 0] *= focal
+        k[1, 1] *= focal
+        iou[t] = metrics.rig_iou(v @ m2c[t, :3, :3].T + m2c[t, :3, 3], template.faces, k, f.mask)
+    h, w = ref.photo_size
+    return ClipFit(
+        joint_names=list(sk.joint_names), parents=np.asarray(sk.parents).copy(), rest_skeleton=rest, rotations=rot,
+        model_to_camera=m2c, intrinsics=ks, tracked=tr.tracked.copy(), bridged=bridged, rig_iou=iou,
+        joints_cam=joints, faces=np.asarray(template.faces).copy(), skin_joints=np.asarray(template.skin_joints).copy(),
+        skin_weights=np.asarray(template.skin_weights).copy(), global_scale=float(sg), bone_scales=scales.copy(),
+        thickness=thick.copy(), timings={}, rest_vertices=rest_v, focal_factor=focal,
+        body_length=float(np.ptp(rest_v[:, 1])), foot_names=tuple(sk.joint_names[j] for j in _feet(sk)),
+        contacts=contacts, cost=tr.cost.copy(), photo_size=(int(h), int(w)),
+        options={k: v for k, v in asdict(options).items() if k != "photo"})
+
+
+def _feet(sk):
+    from .window import FEET
+
+    return [sk.index(f) for f in FEET if f in sk.joint_names]
