@@ -1,7 +1,8 @@
 """The batch pipeline: `dualpm reconstruct PHOTO... --out DIR` and `blender -b --python-expr`.
 
     dualpm reconstruct PHOTO... --out DIR [--mask FILE | --mask-dir DIR] [--all-animals]
-                       [--fit photo|points] [--bvh FILE] [--server URL --token T]
+                       [--fit photo|points] [--character character|template|points]
+                       [--bvh FILE] [--server URL --token T]
                        [--device auto|cpu|cuda] [--model FILE]
 
     blender -b --python-expr "import sys, bl_ext.user_default.dualpm.operators.headless as h; \\
@@ -38,6 +39,12 @@ camera (focal length and distance), so the animals do not share one measured 3D 
 fitting.fit_to_photo); --fit points fits the predicted 3D points alone (fitting.fit), the fit
 before issue 14.
 
+--character character (default) makes the surface the character: the template subdivided,
+UV-mapped and carried onto the fitted rig, with the photo's colours baked into its texture
+(Principled BSDF in the .blend, a PBR material with the texture embedded in the .glb;
+docs/character.md); --character template gives the template's flat-coloured mesh, --character
+points no surface, only the point cloud and the rig.
+
 A failing photo does not stop the batch. The exit code is the number of photos that failed
 (with --all-animals: of failed animal outputs; capped at 125, batch.MAX_EXIT); 0 means every
 photo (every animal) made all four files. Bad arguments exit 2 before any photo.
@@ -71,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit", choices=("photo", "points"), default="photo",
                         help="photo: fit the rig to the photo's outline and pixels (default); "
                         "points: to the predicted 3D points alone (the older fit)")
+    parser.add_argument("--character", choices=("character", "template", "points"), default="character",
+                        help="the surface: character: the photo's colours on the character mesh (default); "
+                        "template: the template's flat colours; points: no surface, the point cloud and rig")
     parser.add_argument("--bvh", metavar="FILE", help="retarget this motion capture onto every result")
     parser.add_argument("--server", metavar="URL", help="use a running inference server (ours or Triton)")
     parser.add_argument("--token", metavar="T", help="bearer token for --server")
@@ -130,7 +140,8 @@ def _preview(request, rec) -> "object":
 
 
 def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
-                    bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo") -> dict:
+                    bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo",
+                    character: str = "character") -> dict:
     """One photo to its four files; returns the summary written to NAME.json (raises on failure).
 
     `mask` is the photo's mask file, `mask_record` masks.record of how it was found; without a
@@ -141,13 +152,14 @@ def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mas
     masks = core("masks")
     mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
     timings: dict = {}
-    request = _gather(photo, mask, timings, mask_record, fit)
+    request = _gather(photo, mask, timings, mask_record, fit, character)
     rec = reconstruct.run_inference(request, timings=timings, predictor=predictor)
     return write_outputs(photo, request, rec, name, out_dir, bvh, mask_record)
 
 
 def reconstruct_animals(photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
-                        bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo") -> list[dict]:
+                        bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo",
+                        character: str = "character") -> list[dict]:
     """--all-animals: every animal of one photo into NAME_animalK.* (K = 1 the largest); returns
     each animal's summary as written to its JSON, failed animals included. Raises when the photo
     itself fails (no animal at all, a bad mask)."""
@@ -156,13 +168,13 @@ def reconstruct_animals(photo: str, name: str, out_dir: str, predictor, mask: st
     masks = core("masks")
     mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
     timings: dict = {}
-    request = _gather(photo, mask, timings, mask_record, fit)
+    request = _gather(photo, mask, timings, mask_record, fit, character)
     recs = reconstruct.run_inference_all(request, timings=timings, predictor=predictor)
     found = recs[0].animals_found
     out = []
     for rec in recs:
         if out:  # a fresh scene per animal: each file set holds one character
-            request = _gather(photo, mask, {}, mask_record, fit)
+            request = _gather(photo, mask, {}, mask_record, fit, character)
         out.append(write_outputs(photo, request, rec, animal_name(name, rec.animal_index), out_dir, bvh, mask_record))
     for index, e in sorted(request.animal_errors):
         summary = failure(photo, str(e), 0.0, mask_record)
@@ -191,7 +203,7 @@ def remove_stale_animals(out_dir: str, name: str, keep: int) -> None:
             _remove([os.path.join(out_dir, f)])
 
 
-def _gather(photo: str, mask: str | None, timings: dict, mask_record: dict, fit: str):
+def _gather(photo: str, mask: str | None, timings: dict, mask_record: dict, fit: str, character: str = "character"):
     """An empty scene, then the photo (and mask) decoded as the panel does; `mask_record` says
     which mask was used (updated in place when the photo's alpha is)."""
     import bpy
@@ -202,6 +214,7 @@ def _gather(photo: str, mask: str | None, timings: dict, mask_record: dict, fit:
     bpy.ops.wm.read_homefile(use_empty=True)
     request = reconstruct.gather(bpy.context, photo, mask or "", timings, mask_mode="AUTO")
     request.settings["fit"] = fit
+    request.settings["character"] = character
     if not mask:
         mask_record.update(masks.record(request.mask_source, None))
     return request
@@ -290,10 +303,10 @@ def run(args) -> int:
             try:
                 if args.all_animals:
                     summaries = reconstruct_animals(photo, name, args.out, predictor, mask_path, args.bvh,
-                                                    mask_record=mask_record, fit=args.fit)
+                                                    mask_record=mask_record, fit=args.fit, character=args.character)
                 else:
                     summaries = [reconstruct_one(None, photo, name, args.out, predictor, mask_path, args.bvh,
-                                                 mask_record=mask_record, fit=args.fit)]
+                                                 mask_record=mask_record, fit=args.fit, character=args.character)]
                 outputs += len(summaries)
                 for summary in summaries:
                     label = animal_name(name, summary["animal_index"]) if args.all_animals else name

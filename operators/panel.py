@@ -64,6 +64,7 @@ class DUALPM_PT_main(_DualPMPanel, bpy.types.Panel):
         if s.mask_mode == "IMAGE":
             col.template_ID(s, "mask_image", open="image.open")
         col.prop(s, "all_animals")
+        col.prop(s, "character")
         col.prop(s, "point_size")
         col.separator()
         if status.running:

@@ -37,6 +37,12 @@ class DUALPM_PG_settings(bpy.types.PropertyGroup):
     all_animals: BoolProperty(name="All Animals", default=False,
                               description="Reconstruct every animal found in the photo, one collection each "
                                           "(off: only the largest)")
+    character: EnumProperty(name="Surface", items=[
+        ("CHARACTER", "Character", "The animal's own character: the photo's colours baked on a subdivided, "
+                                   "UV-mapped mesh"),
+        ("TEMPLATE", "Template", "The template's mesh with its flat colours"),
+        ("POINTS", "Points Only", "No surface: the point cloud and the rig"),
+    ], default="CHARACTER", description="What the reconstruction's surface is")
     point_size: FloatProperty(name="Point Size", default=0.006, min=0.0, soft_max=0.05, unit="LENGTH",
                               description="Diameter of the displayed points (also on the modifier)")
 

@@ -110,14 +110,17 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
         raise
     if timings is not None:
         timings["load"] = time.perf_counter() - t0
-    return PhotoRequest(photo, image, created, preferences.settings_dict(context), mask_source,
+    settings = preferences.settings_dict(context)
+    settings["character"] = str(getattr(s, "character", "CHARACTER")).lower()
+    return PhotoRequest(photo, image, created, settings, mask_source,
                         all_animals=bool(getattr(s, "all_animals", False)))
 
 
 def pipeline_settings(settings: dict):
     return core("pipeline").Settings(occupancy_threshold=float(settings["occupancy_threshold"]),
                                      confidence_threshold=float(settings["confidence_threshold"]),
-                                     fit=str(settings.get("fit", "photo")))
+                                     fit=str(settings.get("fit", "photo")),
+                                     character=str(settings.get("character", "character")))
 
 
 def run_inference(request: PhotoRequest, report=None, cancelled=None, timings=None, predictor=None,

@@ -52,7 +52,7 @@ def add_camera(name: str, collection, k: np.ndarray, width: int, height: int, wo
     return obj
 
 
-_KINDS = ("objects", "meshes", "armatures", "cameras", "materials", "node_groups", "collections")
+_KINDS = ("objects", "meshes", "armatures", "cameras", "materials", "images", "node_groups", "collections")
 
 
 def build(context, rec, image=None, name: str | None = None, point_size: float = points.DEFAULT_POINT_SIZE,
@@ -105,14 +105,7 @@ def _build(context, rec, image, name, point_size, set_render_resolution) -> dict
     points.add_point_display(pobj, points.point_display_group(mat), point_size)
     provenance.tag(pobj, prov, "points")
 
-    tpl = rec.template
-    smesh = surface.new_surface_mesh(f"{stem} Surface", fit.rest_vertices, fit.faces, tpl.face_material,
-                                     tpl.material_names, tpl.material_colors)
-    sobj = bpy.data.objects.new(f"{stem} Surface", smesh)
-    col.objects.link(sobj)
-    rig.assign_skin(sobj, fit.joint_names, fit.skin_joints, fit.skin_weights)
-    rig.bind_to_armature(sobj, arm)
-    provenance.tag(sobj, prov, "surface")
+    sobj = _surface(rec, stem, col, arm, prov)
 
     if set_render_resolution:
         context.scene.render.resolution_x = int(w)
@@ -122,6 +115,31 @@ def _build(context, rec, image, name, point_size, set_render_resolution) -> dict
     arm.select_set(True)
     context.view_layer.objects.active = arm
     return {"collection": col, "camera": cam, "armature": arm, "points": pobj, "surface": sobj}
+
+
+def _surface(rec, stem: str, col, arm, prov):
+    """The surface the look asks for (Settings.character): the character (its UV map and baked
+    photo), the template's flat-coloured mesh, or none ("points": the cloud alone)."""
+    fit, look = rec.fit, rec.settings.get("character", "template")
+    character = getattr(rec, "character", None)
+    if look == "points":
+        return None
+    if character is not None:
+        m = character.mesh
+        smesh = surface.new_character_mesh(f"{stem} Surface", m.vertices, m.faces, m.uv, character.material)
+        joints, weights = m.skin_joints, m.skin_weights
+    else:
+        tpl = rec.template
+        smesh = surface.new_surface_mesh(f"{stem} Surface", fit.rest_vertices, fit.faces, tpl.face_material,
+                                         tpl.material_names, tpl.material_colors)
+        joints, weights = fit.skin_joints, fit.skin_weights
+    sobj = bpy.data.objects.new(f"{stem} Surface", smesh)
+    col.objects.link(sobj)
+    rig.assign_skin(sobj, fit.joint_names, joints, weights)
+    rig.bind_to_armature(sobj, arm)
+    provenance.tag(sobj, prov, "surface")
+    sobj["dualpm_look"] = "character" if character is not None else "template"
+    return sobj
 
 
 def reconstruction_of(obj):

@@ -1,4 +1,5 @@
-"""The fitted surface: a triangle mesh with the template's materials, built with foreach_set."""
+"""The fitted surface, built with foreach_set: the template look (a triangle mesh with the
+template's flat materials) or the character (one UV map, a Principled BSDF with the baked photo)."""
 
 from __future__ import annotations
 
@@ -39,4 +40,48 @@ def _flat_material(name: str, rgb) -> "bpy.types.Material":
     if bsdf is not None:
         bsdf.inputs["Base Color"].default_value = colour
         bsdf.inputs["Roughness"].default_value = 0.7
+    return mat
+
+
+def new_character_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, material):
+    """The character: a smooth triangle mesh with one UV map and one textured material
+    (dualpm_addon.character.material.Material: its base-colour image packed into the .blend)."""
+    mesh = new_surface_mesh(name, vertices, faces)
+    layer = mesh.uv_layers.new(name="UVMap")
+    layer.data.foreach_set("uv", np.asarray(uv, dtype=np.float32)[np.asarray(faces).ravel()].ravel())
+    mesh.materials.append(textured_material(material))
+    return mesh
+
+
+def new_image(name: str, rgb: np.ndarray):
+    """A packed sRGB image from (H, W, 3) uint8, row 0 the top (Blender stores the bottom row first)."""
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    image = bpy.data.images.new(name, w, h, alpha=False)
+    rgba = np.concatenate([rgb[::-1].astype(np.float32) / 255.0, np.ones((h, w, 1), np.float32)], axis=2)
+    image.pixels.foreach_set(rgba.ravel())
+    image.file_format = "PNG"
+    image.pack()
+    return image
+
+
+def textured_material(material) -> "bpy.types.Material":
+    """Principled BSDF whose Base Color is the material's packed image (its UV map: the mesh's)."""
+    mat = bpy.data.materials.new(material.name)
+    if not getattr(mat, "node_tree", None):
+        mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
+    bsdf.inputs["Roughness"].default_value = float(material.roughness)
+    bsdf.inputs["Metallic"].default_value = float(material.metallic)
+    if material.base_color_texture is not None:
+        tex = nodes.new("ShaderNodeTexImage")
+        tex.image = new_image(f"{material.name} Texture", material.base_color_texture)
+        tex.location = (bsdf.location.x - 320, bsdf.location.y)
+        links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+        mean = np.asarray(material.base_color_texture, np.float64).reshape(-1, 3).mean(0) / 255.0
+        mat.diffuse_color = (*(float(c) ** 2.2 for c in mean), 1.0)  # the viewport's solid colour
+    else:
+        bsdf.inputs["Base Color"].default_value = tuple(float(c) for c in material.base_color)
+        mat.diffuse_color = tuple(float(c) for c in material.base_color)
     return mat
