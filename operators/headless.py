@@ -120,7 +120,10 @@ def make_predictor(args):
     return core("client").InferenceClient(python=sys.executable, model=args.model, device=args.device)
 
 
-def _preview(request, rec) -> "object":
+def _preview(request, rec, animated=None) -> "object":
+    """[photo | rig over it | cloud from a novel view], and with a character: it through the
+    photo's camera, from the side, from behind, and (`animated`: the surface object, after a BVH
+    was retargeted) posed at the action's middle frame."""
     import numpy as np
 
     preview = core("preview")
@@ -134,9 +137,42 @@ def _preview(request, rec) -> "object":
     tpl = rec.template
     skinned = np.bincount(tpl.skin_joints[tpl.skin_weights > 0], minlength=tpl.skeleton.num_joints) > 0
     segs = preview.skeleton_segments(g[:, :3, 3], fit.rest_skeleton.parents, skinned[: fit.rest_skeleton.num_joints])
-    return preview.render(request.photo.rgb, pts, colours, segs, overlay_vertices=fit.posed_vertices,
-                          overlay_faces=fit.faces, overlay_joints=fit.joints, parents=fit.rest_skeleton.parents,
-                          overlay_keep=skinned[: fit.rest_skeleton.num_joints], intrinsics=rec.photo_intrinsics)
+    img = preview.render(request.photo.rgb, pts, colours, segs, overlay_vertices=fit.posed_vertices,
+                         overlay_faces=fit.faces, overlay_joints=fit.joints, parents=fit.rest_skeleton.parents,
+                         overlay_keep=skinned[: fit.rest_skeleton.num_joints], intrinsics=rec.photo_intrinsics)
+    if rec.character is None:
+        return img
+    moved = _middle_frame_vertices(animated) if animated is not None else None
+    panels = core("character.preview").panels(rec.character, request.photo.rgb, rec.photo_intrinsics,
+                                              fit.model_to_camera, img.shape[0], moved)
+    gap = np.zeros((img.shape[0], 4, 3), np.uint8)
+    return np.concatenate([img] + [a for p in panels for a in (gap, p)], axis=1)
+
+
+def _middle_frame_vertices(obj):
+    """(V, 3) world (= model space) positions of `obj`'s deformed mesh at the middle frame of its
+    armature's action, or None without one; the scene's frame is put back."""
+    import bpy
+    import numpy as np
+
+    arm = next((m.object for m in obj.modifiers if m.type == "ARMATURE" and m.object is not None), None)
+    action = arm.animation_data.action if arm is not None and arm.animation_data else None
+    if action is None:
+        return None
+    scene = bpy.context.scene
+    before = scene.frame_current
+    start, end = action.frame_range
+    try:
+        scene.frame_set(int(round(0.5 * (start + end))))
+        ev = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        mesh = ev.to_mesh()
+        co = np.empty(len(mesh.vertices) * 3, np.float32)
+        mesh.vertices.foreach_get("co", co)
+        ev.to_mesh_clear()
+        m = np.array(obj.matrix_world)
+        return co.reshape(-1, 3).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    finally:
+        scene.frame_set(before)
 
 
 def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
@@ -256,7 +292,7 @@ def write_outputs(photo: str, request, rec, name: str, out_dir: str, bvh: str | 
     rec.timings["write_glb"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    core("preview").write_png(paths["png"], _preview(request, rec))
+    core("preview").write_png(paths["png"], _preview(request, rec, objects.get("surface") if bvh else None))
     rec.timings["write_png"] = time.perf_counter() - t0
 
     summary["timings_s"] = {k: round(float(v), 4) for k, v in rec.timings.items()}

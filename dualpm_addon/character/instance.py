@@ -85,7 +85,7 @@ def make(fit, template, photo_rgb: np.ndarray, photo_mask, intrinsics: np.ndarra
     t1 = time.perf_counter()
     flat = np.asarray(mesh.material_colors, dtype=np.float64)[mesh.face_material]
     tex = texture_mod.bake(posed, mesh.faces, mesh.uv, mesh.canonical, photo_rgb, intrinsics, photo_mask,
-                           texels=texels(mesh, size), fallback_colours=flat)
+                           texels=texels(mesh, size), fallback_colours=flat, mirrored_atlas=True)
     t2 = time.perf_counter()
     figures = {"vertices": mesh.num_vertices, "faces": int(len(mesh.faces)), "texture": dict(tex.figures),
                "timings_s": {"mesh": round(t1 - t0, 4), "bake": round(t2 - t1, 4)}}

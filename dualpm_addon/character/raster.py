@@ -82,18 +82,20 @@ def nearest(pixel: np.ndarray, depth: np.ndarray, count: int) -> np.ndarray:
 
 
 def zbuffer(vertices_cam: np.ndarray, faces: np.ndarray, intrinsics: np.ndarray, size):
-    """(depth (H, W) float64, inf where empty; face (H, W) int64, -1 where empty) of a
-    camera-space mesh (OpenCV axes) through intrinsics (3, 3) on an (H, W) pixel grid."""
+    """(depth (H, W) float64, inf where empty; face (H, W) int64, -1 where empty; bary (H, W, 3)
+    of the visible surface point, perspective-correct) of a camera-space mesh (OpenCV axes)
+    through intrinsics (3, 3) on an (H, W) pixel grid."""
     h, w = (int(s) for s in size)
     v = np.asarray(vertices_cam, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     depth = np.full(h * w, np.inf)
     face = np.full(h * w, -1, np.int64)
+    bary_out = np.zeros((h * w, 3))
     tri = v[f]
     front = np.all(tri[:, :, 2] > NEAR, axis=1) & np.all(np.isfinite(tri), axis=(1, 2))
     idx = np.nonzero(front)[0]
     if not len(idx):
-        return depth.reshape(h, w), face.reshape(h, w)
+        return depth.reshape(h, w), face.reshape(h, w), bary_out.reshape(h, w, 3)
     uv = camera.project(tri[idx], intrinsics)
     pix, t, bary = cover(uv, (h, w))
     # Depth is linear in 1/z across a projected triangle.
@@ -101,4 +103,7 @@ def zbuffer(vertices_cam: np.ndarray, faces: np.ndarray, intrinsics: np.ndarray,
     keep = nearest(pix, z, h * w)
     depth[pix[keep]] = z[keep]
     face[pix[keep]] = idx[t[keep]]
-    return depth.reshape(h, w), face.reshape(h, w)
+    # Screen-space barycentrics over z, renormalised: the surface point's own barycentrics.
+    persp = bary[keep] / tri[idx][t[keep], :, 2]
+    bary_out[pix[keep]] = persp / persp.sum(1, keepdims=True)
+    return depth.reshape(h, w), face.reshape(h, w), bary_out.reshape(h, w, 3)

@@ -40,6 +40,7 @@ MIN_COS = 0.15  # below this |cos| a photo sample has no weight (grazing view)
 TWIN_TRUST = 0.5  # a mirror twin's weight relative to the texel's own photo sample
 DEPTH_TOLERANCE = 0.01  # of the mesh's size: a texel this far behind the z-buffer is hidden
 FILL_NEIGHBOURS = 4
+FILL_SOURCES = 20000  # coloured texels the fill draws from, at most
 MIN_PHOTO_TEXELS = 20  # fewer photo-coloured texels than this and the photo says nothing usable
 
 NONE, PHOTO, MIRROR, FILL, GUTTER, FLAT = 0, 1, 2, 3, 4, 5
@@ -150,7 +151,7 @@ def _visible(p: np.ndarray, vertices_cam: np.ndarray, faces: np.ndarray, k: np.n
     scale = min(1.0, ZBUFFER_SIDE / max(x1 - x0, y1 - y0))
     zh, zw = max(1, int(np.ceil((y1 - y0) * scale))), max(1, int(np.ceil((x1 - x0) * scale)))
     kz = np.diag([scale, scale, 1.0]) @ (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1.0]]) @ k)
-    depth, _ = raster.zbuffer(vertices_cam, faces, kz, (zh, zw))
+    depth, _, _ = raster.zbuffer(vertices_cam, faces, kz, (zh, zw))
     q = camera.project(p, kz)
     col, row = np.floor(q[:, 0]).astype(np.int64), np.floor(q[:, 1]).astype(np.int64)
     inside = (col >= 0) & (col < zw) & (row >= 0) & (row < zh) & (p[:, 2] > raster.NEAR)
@@ -159,6 +160,29 @@ def _visible(p: np.ndarray, vertices_cam: np.ndarray, faces: np.ndarray, k: np.n
     d[inside] = depth[row[inside], col[inside]]
     # A texel mapped onto an empty z-buffer pixel sits on the outline: nothing is in front of it.
     return inside & (p[:, 2] <= d + tol)
+
+
+def _twins(texels: TexelMap, c: np.ndarray, seen: np.ndarray, mirrored_atlas: bool):
+    """(twin (N,) index of each texel's mirror twin among the texels, has (N,) bool: the twin
+    exists and the photo saw it)."""
+    n, s = len(c), texels.size
+    if mirrored_atlas:
+        slot = np.full(s * s, -1, np.int64)
+        slot[texels.pixel] = np.arange(n)
+        row, col = texels.pixel // s, texels.pixel % s
+        twin = slot[row * s + (s - 1 - col)]
+        has = twin >= 0
+        has[has] = seen[twin[has]]
+        return np.where(has, twin, 0), has
+    from scipy.spatial import cKDTree
+
+    if not seen.any():
+        return np.zeros(n, np.int64), np.zeros(n, bool)
+    footprint = float(np.ptp(c, axis=0).max()) / s  # about a texel's size in canonical metres
+    d, i = cKDTree(c[seen]).query(c * np.array([-1.0, 1.0, 1.0]), k=1, distance_upper_bound=4 * footprint)
+    has = np.isfinite(d)
+    idx = np.nonzero(seen)[0]
+    return np.where(has, idx[np.minimum(i, len(idx) - 1)], 0), has
 
 
 def _idw(tree, values: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -196,7 +220,8 @@ def flat(faces: np.ndarray, uv: np.ndarray, face_colours: np.ndarray, size: int 
 
 def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical: np.ndarray,
          photo_rgb: np.ndarray, intrinsics: np.ndarray, photo_mask: np.ndarray | None = None,
-         size: int = SIZE, texels: TexelMap | None = None, fallback_colours: np.ndarray | None = None) -> Texture:
+         size: int = SIZE, texels: TexelMap | None = None, fallback_colours: np.ndarray | None = None,
+         mirrored_atlas: bool = False) -> Texture:
     """Bake the photo into the atlas (module docstring).
 
     vertices_cam (V, 3) the posed mesh in the photo's camera space (OpenCV, metres); faces
@@ -204,7 +229,9 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
     intrinsics (3, 3) in the photo's pixels; photo_mask (H, W) bool, the animal (None: the mesh's
     own silhouette stands in, eroded by two pixels). When the photo colours fewer than
     MIN_PHOTO_TEXELS texels, `fallback_colours` (F, 3) linear (the template's) are baked flat and
-    the figures' note says why; without them that is a one-line DualPMError."""
+    the figures' note says why; without them that is a one-line DualPMError. `mirrored_atlas`:
+    the UVs of mirror twins are (1 - u, v) of each other (CharacterMesh's layout), so a texel's
+    twin is the texel mirrored across the atlas's middle column, with no search."""
     from scipy.spatial import cKDTree
 
     t0 = time.perf_counter()
@@ -264,16 +291,11 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
     w_own = np.where(seen, weight, 0.0)
 
     # Mirror twins: the seen texels' colours at the reflected canonical points.
-    extent = float(np.ptp(c, axis=0).max())
-    footprint = extent / s  # about a texel's size in canonical metres (atlas spans the body)
-    tree = cKDTree(c[seen])
-    d, i = tree.query(c * np.array([-1.0, 1.0, 1.0]), k=1, distance_upper_bound=4 * footprint)
-    has_twin = np.isfinite(d)
-    idx_seen = np.nonzero(seen)[0]
+    twin_of, has_twin = _twins(texels, c, seen, mirrored_atlas)
     w_twin = np.zeros(len(p))
     twin = np.zeros((len(p), 3))
-    w_twin[has_twin] = TWIN_TRUST * w_own[idx_seen[i[has_twin]]]
-    twin[has_twin] = own[idx_seen[i[has_twin]]]
+    w_twin[has_twin] = TWIN_TRUST * w_own[twin_of[has_twin]]
+    twin[has_twin] = own[twin_of[has_twin]]
     total = w_own + w_twin
     got = total > 0
     lin[got] = (own[got] * w_own[got, None] + twin[got] * w_twin[got, None]) / total[got, None]
@@ -282,7 +304,9 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
 
     rest = ~got
     if rest.any():
-        lin[rest] = _idw(cKDTree(c[got]), lin[got], c[rest], FILL_NEIGHBOURS)
+        # A thinned set of the coloured texels is plenty for a smooth fill and keeps the tree small.
+        src = np.nonzero(got)[0][:: max(1, int(got.sum()) // FILL_SOURCES)]
+        lin[rest] = _idw(cKDTree(c[src]), lin[src], c[rest], FILL_NEIGHBOURS)
         source[rest] = FILL
     t_fill = time.perf_counter()
 
