@@ -22,6 +22,9 @@ import numpy as np
 from ..errors import DualPMError
 
 BATCH = 16  # frames in flight at once (and the largest batch a local Runner gets)
+# Every KEYFRAME_EVERY-th frame is found afresh (predict_photo's two passes); the frames between
+# are cropped on the box tracked from the keyframes around them: one predictor run instead of two.
+KEYFRAME_EVERY = 4
 
 
 class _PredictorFailed(Exception):
@@ -140,27 +143,22 @@ def max_batch_of(predictor, default: int = BATCH) -> int:
         return default
 
 
-def predict_frames(predictor, frames, masks=None, focal_mm: float | None = None, names=None,
-                   batch: int = BATCH, segmenter=None, report=None, cancelled=None) -> tuple[list, list, dict]:
-    """(maps, reasons, stats): predict_photo's dict per frame (None where it found no animal, with
-    the one-line reason in `reasons`), and stats {"predictor_runs", "crops", "predictor_s"}.
-
-    frames (T, H, W, 3) uint8; masks a list of (H, W) bool or None per frame (None: the predictor's
-    own mask, or the segmenter's); report(fraction) as frames finish; cancelled() stops the clip
-    (pipeline.Cancelled)."""
+def run_batched(predictor, count: int, fn, batch: int = BATCH, report=None, cancelled=None):
+    """(results, reasons, stats): fn(proxy, i) for i in range(count) on up to `batch` worker
+    threads, whose proxy.predict calls reach `predictor` in batches. A DualPMError from fn is that
+    item's reason (its result None); anything else, a failing predictor or a cancel stops all."""
     from .. import preprocess
     from ..pipeline import Cancelled
 
-    t = len(frames)
-    masks = [None] * t if masks is None else list(masks)
-    names = [f"frame {i + 1}" for i in range(t)] if names is None else list(names)
-    maps: list = [None] * t
-    reasons: list = [""] * t
-    workers = max(1, min(int(batch), t))
+    results: list = [None] * count
+    reasons: list = [""] * count
+    if count == 0:
+        return results, reasons, {"predictor_runs": 0, "crops": 0, "predictor_s": 0.0}
+    workers = max(1, min(int(batch), count))
     input_size = preprocess.model_size(predictor)
     batcher = _Batcher(predictor, workers, min(max_batch_of(predictor), max(1, int(batch))))
     lock = threading.Lock()
-    queue = iter(range(t))
+    queue = iter(range(count))
     finished = [0]
     unexpected: list = []
 
@@ -171,16 +169,14 @@ def predict_frames(predictor, frames, masks=None, focal_mm: float | None = None,
                     i = next(queue, None)
                 if i is None:
                     return
-                proxy = _Proxy(batcher, (slot, i), input_size)
                 try:
-                    maps[i] = preprocess.predict_photo(proxy, frames[i], masks[i], focal_mm, names[i],
-                                                       segmenter=segmenter if masks[i] is None else None)
+                    results[i] = fn(_Proxy(batcher, (slot, i), input_size), i)
                 except DualPMError as e:
                     reasons[i] = str(e)
                 with lock:
                     finished[0] += 1
                     if report is not None:
-                        report(finished[0] / t)
+                        report(finished[0] / count)
         except (_PredictorFailed, _Cancelled):
             return
         except BaseException as e:  # noqa: BLE001 - a bug, not a frame without an animal: re-raised below
@@ -203,5 +199,138 @@ def predict_frames(predictor, frames, masks=None, focal_mm: float | None = None,
         raise unexpected[0]
     if batcher.cancelled:
         raise Cancelled("cancelled")
-    stats = {"predictor_runs": batcher.runs, "crops": batcher.items, "predictor_s": round(batcher.seconds, 4)}
+    return results, reasons, {"predictor_runs": batcher.runs, "crops": batcher.items,
+                              "predictor_s": round(batcher.seconds, 4)}
+
+
+def predict_in_box(predictor, rgb: np.ndarray, box, focal_mm: float | None = None, source: str = "the frame") -> dict:
+    """predict_photo's result for an unmasked frame whose crop box is already known (from the
+    frames around it): its second pass only, with the same checks ("no animal found" below
+    MIN_CROP_AREA_FRACTION of the crop) and the same dict (module docstring of preprocess)."""
+    from .. import camera, pointmap, preprocess
+
+    rgb = np.asarray(rgb)
+    h, w = rgb.shape[:2]
+    size = preprocess.model_size(predictor)
+    crop = preprocess.crop_resize(rgb, box, size)
+    result = predictor.predict(crop, np.full((size, size), 128, np.uint8))
+    blob = preprocess.animal_blob(result, source, preprocess.MIN_CROP_AREA_FRACTION)
+    if blob[0].any() or blob[-1].any() or blob[:, 0].any() or blob[:, -1].any():
+        raise DualPMError(f"{source}: the animal reaches the edge of the tracked crop")
+    occ0 = np.asarray(result["occupancy"], np.float64)[0]
+    photo_mask = preprocess.grid_to_photo(occ0 * blob, box, (h, w)) > pointmap.OCCUPANCY_THRESHOLD
+    focal_from_exif = focal_mm is not None and focal_mm > 0
+    focal = float(focal_mm) if focal_from_exif else preprocess.DEFAULT_FOCAL_MM
+    k_photo = camera.intrinsics_from_focal_mm(focal, w, h)
+    out = {name: np.asarray(result[name], dtype=np.float32) for name in ("P", "Q", "occupancy", "confidence")}
+    out.update({
+        "intrinsics": camera.crop_intrinsics(k_photo, box, (size, size)).astype(np.float32),
+        "crop_box": np.asarray(box, dtype=np.float32), "rgb": crop,
+        "photo_size": np.array([h, w], dtype=np.int32), "focal_mm": np.float32(focal),
+        "focal_from_exif": np.bool_(focal_from_exif), "photo_mask": np.asarray(photo_mask, bool),
+        "mask_source": np.str_("predictor"), "animals_found": np.int32(1),
+    })
+    return pointmap.validate(out, source)
+
+
+def animal_box(pm: dict) -> np.ndarray | None:
+    """(cx, cy, side) of the square crop around a frame's animal outline (preprocess.square_box
+    of its photo_mask), or None when the mask is empty."""
+    from .. import preprocess
+
+    m = np.asarray(pm["photo_mask"], bool)
+    if not m.any():
+        return None
+    x0, y0, x1, y1 = preprocess.square_box(preprocess.mask_bbox(m))
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0])
+
+
+def tracked_boxes(count: int, keys: list[int], boxes: dict) -> dict:
+    """Crop boxes (x0, y0, x1, y1) for the frames between keyframes: centre and side interpolated
+    linearly between the nearest keyframes with an animal (held beyond the first and the last)."""
+    have = sorted(k for k in keys if boxes.get(k) is not None)
+    out = {}
+    if not have:
+        return out
+    key_set = set(keys)
+    for i in range(count):
+        if i in key_set:
+            continue
+        after = next((k for k in have if k >= i), None)
+        before = next((k for k in reversed(have) if k <= i), None)
+        if before is None or after is None:
+            c = boxes[after if before is None else before]
+        else:
+            s = 0.0 if after == before else (i - before) / (after - before)
+            c = (1 - s) * boxes[before] + s * boxes[after]
+        cx, cy, side = (float(v) for v in c)
+        out[i] = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    return out
+
+
+def predict_frames(predictor, frames, masks=None, focal_mm: float | None = None, names=None,
+                   batch: int = BATCH, segmenter=None, keyframe_every: int = KEYFRAME_EVERY,
+                   report=None, cancelled=None) -> tuple[list, list, dict]:
+    """(maps, reasons, stats): predict_photo's dict per frame (None where it found no animal, with
+    the one-line reason in `reasons`), and stats (predictor runs, crops, seconds, frames tracked).
+
+    frames (T, H, W, 3) uint8; masks a list of (H, W) bool or None per frame. Frames with a mask
+    take predict_photo's one pass. The others: every `keyframe_every`-th (and the last) takes
+    predict_photo's two passes (find, then crop); the frames between take only the crop pass, on
+    the box tracked from the keyframes around them (tracked_boxes, predict_in_box); one whose
+    animal is lost there or touches the crop's edge goes through predict_photo after all. With a
+    segmenter or keyframe_every <= 1 every frame takes predict_photo. report(fraction) as frames
+    finish; cancelled() stops the clip (pipeline.Cancelled)."""
+    from .. import preprocess
+
+    t = len(frames)
+    masks = [None] * t if masks is None else list(masks)
+    names = [f"frame {i + 1}" for i in range(t)] if names is None else list(names)
+    maps: list = [None] * t
+    reasons: list = [""] * t
+    stats = {"predictor_runs": 0, "crops": 0, "predictor_s": 0.0, "frames_tracked_crop": 0, "frames_refound": 0}
+    done = [0]
+
+    def phase(indices, fn):
+        def rep(_):
+            if report is not None:
+                report(min(1.0, (done[0] + 1) / t))
+        res, why, st = run_batched(predictor, len(indices), lambda proxy, k: fn(proxy, indices[k]), batch,
+                                   rep, cancelled)
+        for k in ("predictor_runs", "crops", "predictor_s"):
+            stats[k] += st[k]
+        return res, why
+
+    def full(proxy, i):
+        return preprocess.predict_photo(proxy, frames[i], masks[i], focal_mm, names[i],
+                                        segmenter=segmenter if masks[i] is None else None)
+
+    unmasked = [i for i in range(t) if masks[i] is None]
+    track = segmenter is None and keyframe_every > 1 and len(unmasked) > 2
+    keys = sorted(set(unmasked[::keyframe_every]) | ({unmasked[-1]} if unmasked else set())) if track else unmasked
+    first = sorted(set(keys) | {i for i in range(t) if masks[i] is not None})
+    res, why = phase(first, full)
+    for i, m, r in zip(first, res, why):
+        maps[i], reasons[i] = m, r
+    done[0] = len(first)
+    if track:
+        boxes = {i: animal_box(maps[i]) if maps[i] is not None else None for i in keys}
+        between = tracked_boxes(t, keys, boxes)
+        between = {i: b for i, b in between.items() if masks[i] is None}
+        order = sorted(between)
+        res, why = phase(order, lambda proxy, i: predict_in_box(proxy, frames[i], between[i], focal_mm, names[i]))
+        retry = []
+        for i, m, r in zip(order, res, why):
+            if m is None:
+                retry.append(i)
+            maps[i] = m
+        stats["frames_tracked_crop"] = len(order) - len(retry)
+        done[0] += len(order) - len(retry)
+        # Frames without a box (no keyframe found an animal) and frames lost in their tracked crop.
+        retry = sorted(set(retry) | {i for i in unmasked if i not in set(keys) and i not in between})
+        res, why = phase(retry, full)
+        for i, m, r in zip(retry, res, why):
+            maps[i], reasons[i] = m, r
+        stats["frames_refound"] = len(retry)
+    stats["predictor_s"] = round(stats["predictor_s"], 4)
     return maps, reasons, stats
