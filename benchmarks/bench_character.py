@@ -1,0 +1,269 @@
+"""The character's colours against the true texture, its rig IoU, and what it costs.
+
+Colour error: synthetic renders (training.synthesize, whole animals, several species, no
+occluders and no camera effects) whose look is known: the synthesizer draws each sample's look
+from its own seed (render.sample_look), so `albedo(material, Q, look)` is the true colour of
+every surface point. Each render goes through `dualpm reconstruct`'s bpy-free half
+(pipeline.from_pointmap) with its exact dual point map and true mask (a perfect predictor: the
+texture's error, not the predictor's), and with the shipped predictor (the whole chain). Every
+atlas texel of the character is a canonical point; its true colour is that of the nearest point
+of the rendered species' true surface in canonical space, "visible" when that point is one the
+camera saw (near a layer-0 Q of the render). The error is the mean absolute difference per
+channel in sRGB, as a share of the range (255), over the visible and over the hidden texels;
+beside it the same for the template's flat colours (the look before the character), as a ratio.
+
+Two lights: "even" renders with a uniform white sky and no sun (render.sample_light swapped for
+the run), so that a photo's colour is the albedo and the error is the bake's alone; "sun" keeps
+the synthesizer's sun, sky and cast shadows, whose shading no bake can take out of a photo; there
+each method's colours are scaled by the one gain (per image) that fits them best to the truth.
+
+Rig IoU: the character's posed surface through the photo camera against the true mask, beside
+the untextured fit's (the template surface), same fits.
+
+Speed: the character step (pose the mesh, bake) inside from_pointmap, per render; and
+`dualpm reconstruct` on the example cat (.cache/photos/muybridge_cat.png, in process) with
+--character character against --character template: the difference of their stage timings
+(character, import, write_blend, write_glb, write_png) is what the character adds.
+
+    python benchmarks/bench_character.py [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+try:
+    from . import report
+except ImportError:  # run as a script: python benchmarks/bench_x.py
+    import report  # type: ignore[no-redef]
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+VISIBLE_TARGET = 0.10
+HIDDEN_TARGET = 0.20
+ADDED_LIMIT_S = 1.5
+BAKE_LIMIT_S = 0.8
+SPECIES = ("horse", "cow", "wolf", "deer", "husky", "donkey")
+
+
+@contextlib.contextmanager
+def even_light():
+    """render.sample_light returns a uniform white sky without a sun for the block."""
+    from training import render
+
+    original = render.sample_light
+
+    def flat(rng):
+        original(rng)  # draw as usual, so the other streams are unchanged
+        one = np.ones(3)
+        return render.Light(sun=np.array([0.0, 0.0, 1.0]), sun_rgb=np.zeros(3), sky_rgb=one, ground_rgb=one)
+
+    render.sample_light = flat
+    try:
+        yield
+    finally:
+        render.sample_light = original
+
+
+def sample_look(synth, sample: dict):
+    """The look the synthesizer drew for `sample` (its seed's third stream, as Synthesizer.sample)."""
+    from training import render
+
+    sd = synth._species(str(sample["species"]))
+    g_look = [np.random.default_rng(s) for s in np.random.SeedSequence(int(sample["seed"])).spawn(6)][2]
+    return sd.template, render.sample_look(sd.template, sd.coat, g_look)
+
+
+def true_surface(tpl, look, count: int, rng):
+    """(canonical points (N, 3), sRGB uint8 true colours (N, 3)) spread over the species' surface."""
+    from dualpm_addon.character.texture import linear_to_srgb8
+    from training import render
+
+    v, f = tpl.canonical_vertices, np.asarray(tpl.faces)
+    area = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+    face = rng.choice(len(f), size=count, p=area / area.sum())
+    r = rng.uniform(size=(count, 2))
+    flip = r.sum(1) > 1
+    r[flip] = 1 - r[flip]
+    bary = np.stack([1 - r.sum(1), r[:, 0], r[:, 1]], 1)
+    q = np.einsum("nk,nkd->nd", bary, v[f[face]])
+    return q, linear_to_srgb8(render.albedo(np.asarray(tpl.face_material)[face], q, look))
+
+
+def colour_errors(character, tpl, look, sample: dict, rng) -> dict:
+    """Mean |sRGB error| / 255 of the visible and hidden texels, baked and template-flat (and with
+    each method's best gain per image: `*_gain`)."""
+    from scipy.spatial import cKDTree
+
+    from dualpm_addon.character import instance, texture
+
+    mesh = character.mesh
+    tm = instance.texels(mesh, character.texture.size)
+    c = tm.points(mesh.canonical, mesh.faces)
+    q_true, rgb_true = true_surface(tpl, look, 60000, rng)
+    _, nearest = cKDTree(q_true).query(c)
+    truth = rgb_true[nearest].astype(np.float64)
+    occ = np.asarray(sample["occupancy"])[0] > 0
+    q0 = np.asarray(sample["Q"])[0][occ]
+    tree0 = cKDTree(q0)
+    spacing = float(np.median(tree0.query(q0, k=2)[0][:, 1]))
+    d0, _ = tree0.query(q_true[nearest])
+    visible = d0 <= 2.0 * spacing
+    baked = character.texture.image.reshape(-1, 3)[tm.pixel].astype(np.float64)
+    flat = texture.flat(mesh.faces, mesh.uv, np.asarray(mesh.material_colors)[mesh.face_material],
+                        texels=tm).image.reshape(-1, 3)[tm.pixel].astype(np.float64)
+    out = {"visible_share": float(visible.mean())}
+    lin_t = texture.srgb_to_linear(truth / 255)
+    for name, pred in (("baked", baked), ("template", flat)):
+        err = np.abs(pred - truth).mean(1) / 255
+        lin_p = texture.srgb_to_linear(pred / 255)
+        gain = float(np.sum(lin_p * lin_t) / max(np.sum(lin_p * lin_p), 1e-12))
+        err_g = np.abs(texture.linear_to_srgb8(lin_p * gain).astype(np.float64) - truth).mean(1) / 255
+        for side, m in (("visible", visible), ("hidden", ~visible)):
+            out[f"{name}_{side}"] = float(err[m].mean()) if m.any() else float("nan")
+            out[f"{name}_{side}_gain"] = float(err_g[m].mean()) if m.any() else float("nan")
+    return out
+
+
+def reconstruct(sample: dict, runner=None):
+    from dualpm_addon import pipeline, preprocess
+    from training.evaluate import true_map
+
+    mask = np.asarray(sample["mask"], bool)
+    photo = pipeline.PhotoInput(np.asarray(sample["rgb"]), mask, None, "render.png")
+    if runner is None:
+        pm = true_map(sample)
+        pm["photo_mask"] = mask
+        settings = pipeline.Settings(confidence_threshold=-np.inf)
+    else:
+        pm = preprocess.predict_photo(runner, photo.rgb, mask, None, "render.png")
+        settings = pipeline.Settings()
+    timings: dict = {}
+    rec = pipeline.from_pointmap(pm, photo, settings=settings, timings=timings)
+    return rec, timings
+
+
+def colour_rows(count: int, runner=None) -> list[dict]:
+    from dualpm_addon import metrics
+    from training.synthesize import SynthConfig, Synthesizer
+
+    cfg = SynthConfig(closeup_probability=0.0, occluder_probability=0.0, effects_probability=0.0,
+                      cut_probability=0.0)
+    synth = Synthesizer(os.path.join(ROOT, ".cache", "templates"), size=160, layers=4, species=list(SPECIES),
+                        config=cfg)
+    rows = []
+    label = "exact maps" if runner is None else "shipped predictor"
+    for light in ("even", "sun"):
+        figs, ious, seconds = [], [], []
+        for i in range(count):
+            with even_light() if light == "even" else contextlib.nullcontext():
+                sample = synth.sample(7000 + i)
+            tpl, look = sample_look(synth, sample)
+            try:
+                rec, timings = reconstruct(sample, runner)
+            except Exception as e:  # noqa: BLE001 - a failed fit is a row's note, not the run's end
+                print(f"sample {i}: {e}", file=sys.stderr)
+                continue
+            mask = np.asarray(sample["mask"], bool)
+            ious.append((metrics.rig_iou(rec.character.posed_vertices, rec.character.mesh.faces,
+                                         rec.photo_intrinsics, mask),
+                         metrics.rig_iou(rec.fit.posed_vertices, rec.fit.faces, rec.photo_intrinsics, mask)))
+            seconds.append(timings["character"])
+            figs.append(colour_errors(rec.character, tpl, look, sample, np.random.default_rng(i)))
+        if not figs:
+            continue
+        mean = {k: float(np.nanmean([f[k] for f in figs])) for k in figs[0]}
+        suffix = "" if light == "even" else "_gain"
+        for side, target in (("visible", VISIBLE_TARGET), ("hidden", HIDDEN_TARGET)):
+            b, t = mean[f"baked_{side}{suffix}"], mean[f"template_{side}{suffix}"]
+            rows.append({"name": f"colour error {side}, {light} light, {label}", "value": round(100 * b, 2),
+                         "unit": "% range", "peer": "template flat", "peer_value": round(100 * t, 2),
+                         "ratio": round(b / t, 3), "target_pct": 100 * target,
+                         "meets_target": bool(b <= target), "samples": len(figs),
+                         "raw_pct": round(100 * mean[f"baked_{side}"], 2),
+                         "raw_template_pct": round(100 * mean[f"template_{side}"], 2)})
+        iou = np.asarray(ious)
+        rows.append({"name": f"rig IoU, character, {light} light, {label}", "value": round(float(iou[:, 0].mean()), 4),
+                     "unit": "IoU", "peer": "untextured fit", "peer_value": round(float(iou[:, 1].mean()), 4),
+                     "ratio": round(float(iou[:, 0].mean() / iou[:, 1].mean()), 4), "samples": len(figs)})
+        rows.append({"name": f"character step per render, {light} light, {label}",
+                     "value": round(float(np.median(seconds)), 3), "unit": "s", "limit": BAKE_LIMIT_S,
+                     "pass": bool(np.median(seconds) <= BAKE_LIMIT_S)})
+    return rows
+
+
+def headless_rows(repeats: int) -> list[dict]:
+    """dualpm reconstruct on the example cat with each look; what the character adds."""
+    photo = os.path.join(ROOT, ".cache", "photos", "muybridge_cat.png")
+    stages = ("character", "import", "write_blend", "write_glb", "write_png")
+    totals: dict = {}
+    for look in ("template", "character"):
+        runs = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as out:
+                proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "dualpm"), "reconstruct", photo, "--out", out,
+                                       "--in-process", "--character", look], capture_output=True, text=True,
+                                      cwd=ROOT, timeout=600)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"dualpm reconstruct --character {look} failed: {proc.stderr[-500:]}")
+                with open(os.path.join(out, "muybridge_cat.json")) as f:
+                    t = json.load(f)["timings_s"]
+            runs.append(sum(float(t.get(k, 0.0)) for k in stages))
+        totals[look] = float(np.median(runs))
+    added = totals["character"] - totals["template"]
+    return [{"name": "dualpm reconstruct: added by the character (muybridge_cat)", "value": round(added, 3),
+             "unit": "s", "limit": ADDED_LIMIT_S, "pass": bool(added <= ADDED_LIMIT_S),
+             "character_stages_s": round(totals["character"], 3), "template_stages_s": round(totals["template"], 3),
+             "repeats": repeats}]
+
+
+def bake_speed(repeats: int) -> list[dict]:
+    """The bake alone on the horse character through a side-on camera, 512 and 1024 texels."""
+    from dualpm_addon import camera, template
+    from dualpm_addon.character import load_character, texture
+
+    mesh = load_character(template.load_default())
+    centre = 0.5 * (mesh.vertices.min(0) + mesh.vertices.max(0))
+    w2c = camera.look_at(centre + np.array([4.5, -1.0, 0.6]), centre)
+    v = mesh.vertices @ w2c[:3, :3].T + w2c[:3, 3]
+    k = camera.intrinsics_from_focal_mm(50.0, 640, 480)
+    rgb = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    rows = []
+    for size in (512, 1024):
+        tm = texture.texel_map(mesh.uv, mesh.faces, size)
+        wall, cpu = [], []
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            texture.bake(v, mesh.faces, mesh.uv, mesh.canonical, rgb, k, None, texels=tm)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        rows.append({"name": f"bake {size}x{size} atlas ({len(tm.pixel)} texels), 640x480 photo",
+                     "value": round(float(np.median(wall)), 3), "unit": "s", "limit": BAKE_LIMIT_S,
+                     "pass": bool(np.median(wall) <= BAKE_LIMIT_S), "cpu_s": round(float(np.median(cpu)), 3)})
+    return rows
+
+
+def run(quick: bool = False) -> list[dict]:
+    from dualpm_addon.inference import Runner
+
+    count = 3 if quick else 8
+    rows = colour_rows(count)
+    rows += colour_rows(max(2, count // 2), Runner(os.path.join(ROOT, "assets", "dualpm.onnx"), device="cpu"))
+    rows += bake_speed(3 if quick else 10)
+    rows += headless_rows(1 if quick else 3)
+    rows[0]["machine"] = report.machine()
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(report.main(run, __doc__.splitlines()[0]))
