@@ -1,0 +1,104 @@
+"""The character in real Blender (bpy 5.0.1 in process): the .blend's surface has a UV map and a
+Principled BSDF with the baked image packed in; the .glb passes Blender's glTF importer with the
+texture embedded and the retargeted animation intact; --character template|points give the old
+surface or none."""
+
+import os
+
+import numpy as np
+import pytest
+
+from . import extension_env as env
+
+bpy = pytest.importorskip("bpy")
+
+
+@pytest.fixture(scope="module")
+def rec(templates_dir):
+    from dualpm_addon import pipeline, template
+    from training.evaluate import true_map
+
+    from .fit_fixtures import horse_render
+
+    s = horse_render(templates_dir, seed=3)
+    pm = true_map(s)
+    pm["photo_mask"] = np.asarray(s["mask"], bool)
+    photo = pipeline.PhotoInput(np.asarray(s["rgb"]), np.asarray(s["mask"], bool), None, "render.png")
+    return pipeline.from_pointmap(pm, photo, template=template.load_default(),
+                                  settings=pipeline.Settings(confidence_threshold=-np.inf))
+
+
+def _surface(col):
+    return next(o for o in col.objects if o.get("dualpm_role") == "surface")
+
+
+def _image_node(mat):
+    bsdf = next(n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    links = [lk for lk in mat.node_tree.links if lk.to_node == bsdf and lk.to_socket.name == "Base Color"]
+    assert links and links[0].from_node.type == "TEX_IMAGE", "Base Color is not fed by an image"
+    return links[0].from_node.image
+
+
+def test_blend_and_glb_carry_the_texture_and_the_animation(rec, tmp_path):
+    from operators import export, retarget, scene_build
+
+    assert rec.character is not None and rec.summary()["character"]["texture"]["photo"] > 0.1
+    bpy.ops.wm.read_homefile(use_empty=True)
+    objs = scene_build.build(bpy.context, rec)
+    surf = objs["surface"]
+    assert surf["dualpm_look"] == "character"
+    assert len(surf.data.polygons) == len(rec.character.mesh.faces)
+    assert "UVMap" in surf.data.uv_layers
+    image = _image_node(surf.data.materials[0])
+    assert tuple(image.size) == (512, 512) and image.packed_file is not None
+    # Blender stores the bottom row first: its first pixel is the atlas's bottom-left texel.
+    px = np.empty(512 * 512 * 4, np.float32)
+    image.pixels.foreach_get(px)
+    bottom_left = rec.character.texture.image[-1, 0] / 255.0
+    assert np.allclose(px[:3], bottom_left, atol=1 / 255 + 1e-6)
+    assert os.path.isfile(env.QUADRUPED_BVH), f"{env.QUADRUPED_BVH} is missing: run `bash scripts/setup.sh`"
+    frames = retarget.retarget_armature(bpy.context, objs["armature"], env.QUADRUPED_BVH)["frames"]
+    assert frames > 1
+
+    blend, glb = str(tmp_path / "c.blend"), str(tmp_path / "c.glb")
+    bpy.ops.wm.save_as_mainfile(filepath=blend, copy=True, check_existing=False)
+    export.export_collection(bpy.context, objs["collection"], glb)
+
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    surf = next(o for o in bpy.data.objects if o.get("dualpm_role") == "surface")
+    image = _image_node(surf.data.materials[0])
+    assert image.packed_file is not None and tuple(image.size) == (512, 512)
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=glb)
+    meshes = [o for o in bpy.data.objects if o.type == "MESH" and len(o.data.polygons) == len(rec.character.mesh.faces)]
+    assert len(meshes) == 1, [o.name for o in bpy.data.objects]
+    mesh = meshes[0]
+    assert len(mesh.data.uv_layers) >= 1
+    image = _image_node(mesh.data.materials[0])
+    assert tuple(image.size) == (512, 512) and image.packed_file is not None  # embedded in the .glb
+    px = np.empty(512 * 512 * 4, np.float32)
+    image.pixels.foreach_get(px)
+    atlas = px.reshape(512, 512, 4)[::-1, :, :3]
+    assert np.abs(atlas - rec.character.texture.image / 255.0).mean() < 0.01  # PNG round trip
+    arm = next(o for o in bpy.data.objects if o.type == "ARMATURE")
+    action = arm.animation_data.action if arm.animation_data else None
+    assert action is not None and action.frame_range[1] - action.frame_range[0] >= frames - 2
+    assert any(m.type == "ARMATURE" and m.object == arm for m in mesh.modifiers)
+
+
+@pytest.mark.parametrize("look", ["template", "points"])
+def test_the_other_looks(rec, look):
+    import dataclasses
+
+    from operators import scene_build
+
+    other = dataclasses.replace(rec, character=None, settings=dict(rec.settings, character=look))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    objs = scene_build.build(bpy.context, other)
+    if look == "points":
+        assert objs["surface"] is None and objs["points"] is not None
+    else:
+        surf = objs["surface"]
+        assert surf["dualpm_look"] == "template" and len(surf.data.polygons) == len(rec.fit.faces)
+        assert len(surf.data.materials) == len(rec.template.material_names)
