@@ -46,7 +46,8 @@ def _pose_frames(template, clip: str, start: int, count: int, stride: int):
     if count < 1 or idx[-1] >= c.num_frames or start < 0:
         raise DualPMError(f"{template.species} clip {clip!r} has {c.num_frames} frames; frames "
                           f"{start}..{int(idx[-1]) if count else start} (stride {stride}) do not fit")
-    return [poses.clip_pose(template, clip, int(i)) for i in idx], c.fps / stride
+    # stride 0: one pose held (a still animal), at the clip's rate
+    return [poses.clip_pose(template, clip, int(i)) for i in idx], c.fps / max(stride, 1)
 
 
 def travel_offsets(template, pose_list, fps: float) -> np.ndarray:
@@ -67,7 +68,8 @@ def render_clip(templates_dir: str | None, species: str, clip: str, seed: int = 
                 count: int | None = None, stride: int = 1, size: int = 160, camera: str = "fixed",
                 orbit_deg: float = 10.0, pan_deg: float = 6.0, zoom: float = 1.25, travel: bool = True,
                 layers: int = 4, backgrounds_dir: str | None = "auto") -> list[dict]:
-    """`count` frames (default: the whole clip from `start`) of `clip`, every `stride`-th one."""
+    """`count` frames (default: the whole clip from `start`) of `clip`, every `stride`-th one
+    (stride 0: frame `start` held, a still animal)."""
     if camera not in CAMERAS:
         raise DualPMError(f"camera {camera!r}: one of {', '.join(CAMERAS)}")
     synth = Synthesizer(templates_dir, size=size, layers=layers, species=[species], config=clip_config(),
@@ -75,7 +77,9 @@ def render_clip(templates_dir: str | None, species: str, clip: str, seed: int = 
     sd = synth._species(species)
     t, topo = sd.template, sd.topo
     n_all = t.clip(clip).num_frames
-    count = (n_all - start + stride - 1) // stride if count is None else int(count)
+    if count is None:
+        count = (n_all - start + stride - 1) // stride if stride > 0 else 12
+    count = int(count)
     pose_list, fps = _pose_frames(t, clip, start, count, stride)
     g_pose, g_cam, g_look, g_light, g_bg, g_fx = (np.random.SeedSequence(int(seed)).spawn(6))
     yaw = float(np.random.default_rng(g_pose).uniform(0, 2 * np.pi))
@@ -163,3 +167,92 @@ def still_photo_clip(rgb: np.ndarray, count: int = 12, pan: float = 0.12, zoom: 
         if mask is not None:
             masks.append(crop_resize_mask(mask, box, n) > 127)
     return (frames, masks) if mask is not None else frames
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures of a fitted clip against its ground truth
+
+def exact_frame(sample: dict) -> dict:
+    """A clip frame's exact dual point map as predict_photo's dict: the whole render is the
+    crop, the true mask is the outline, the render's focal length is known (as EXIF gives it)."""
+    from .evaluate import true_map
+
+    m = true_map(sample)
+    size = int(m["P"].shape[1])
+    m.update(crop_box=np.array([0.0, 0.0, size, size], np.float32), photo_size=np.array([size, size], np.int32),
+             photo_mask=np.asarray(sample["mask"], bool), focal_from_exif=np.bool_(True), rgb=sample["rgb"],
+             focal_mm=np.float32(sample["focal_mm"]), mask_source=np.str_("user"), animals_found=np.int32(1))
+    return m
+
+
+def joint_errors(joints: np.ndarray, names, frames: list[dict], body_length: float) -> np.ndarray:
+    """(T,) joint error per frame in % of body length (metrics.joint_error_pct: translation and
+    scale aligned, as for a photo); NaN where `joints[t]` is NaN."""
+    from dualpm_addon import metrics
+
+    out = np.full(len(frames), np.nan)
+    for t, s in enumerate(frames):
+        if np.all(np.isfinite(joints[t])):
+            out[t] = metrics.joint_error_pct(joints[t], names, s["joints"], [str(n) for n in s["joint_names"]],
+                                             body_length)
+    return out
+
+
+def acceleration(points: np.ndarray) -> np.ndarray:
+    """(T-2, J) norm of the second difference over time of (T, J, 3) points."""
+    return np.linalg.norm(points[2:] - 2 * points[1:-1] + points[:-2], axis=-1)
+
+
+def jitter_pct(joints: np.ndarray, body_length: float) -> float:
+    """Mean joint acceleration (camera space) in % of body length per frame^2."""
+    return float(100.0 * np.nanmean(acceleration(joints)) / body_length)
+
+
+def pose_jitter_pct(joints: np.ndarray, model_to_camera: np.ndarray, body_length: float) -> float:
+    """Mean joint acceleration relative to the root (the joints in the root's frame): what the
+    pose does, apart from where the animal or the camera goes."""
+    inv = np.linalg.inv(model_to_camera)
+    local = np.einsum("tab,tjb->tja", inv[:, :3, :3], joints) + inv[:, None, :3, 3]
+    return jitter_pct(local, body_length)
+
+
+def bone_length_variation(joints: np.ndarray, parents) -> float:
+    """Largest relative range over the clip of any bone's head-to-head length."""
+    parents = np.asarray(parents)
+    child = np.nonzero(parents >= 0)[0]
+    lengths = np.linalg.norm(joints[:, child] - joints[:, parents[child]], axis=-1)  # (T, B)
+    mean = lengths.mean(axis=0)
+    ok = mean > 1e-6
+    return float(np.max(np.ptp(lengths[:, ok], axis=0) / mean[ok])) if ok.any() else 0.0
+
+
+def true_contacts(frames: list[dict], fps: float) -> tuple[np.ndarray, float]:
+    """((T, 4) the true feet in contact, the true leg length): retarget.detect_contacts on the
+    true world joints (Z up)."""
+    from dualpm_addon.retarget import detect_contacts
+
+    names = [str(n) for n in frames[0]["joint_names"]]
+    feet = [names.index(f) for f in FEET]
+    tops = [names.index(n) for n in ("FrontUpperLeg.L", "FrontUpperLeg.R", "BackUpperLeg.L", "BackUpperLeg.R")]
+    jw = np.stack([np.asarray(f["joints_world"], np.float64) for f in frames])
+    leg = float(np.mean(np.linalg.norm(jw[:, feet] - jw[:, tops], axis=-1)))
+    return detect_contacts(jw[:, feet], np.array([0.0, 0.0, 1.0]), leg, fps), leg
+
+
+def foot_slide_pct(joints: np.ndarray, names, contacts: np.ndarray, leg_length: float) -> float:
+    """Mean displacement per frame of the feet in contact (both frames), % of leg length; NaN
+    when no foot is in contact for two frames."""
+    feet = [list(names).index(f) for f in FEET]
+    pos = joints[:, feet]
+    both = contacts[1:] & contacts[:-1]
+    if not both.any():
+        return float("nan")
+    step = np.linalg.norm(pos[1:] - pos[:-1], axis=-1)
+    return float(100.0 * step[both].mean() / leg_length)
+
+
+def fitted_leg_length(joints: np.ndarray, names) -> float:
+    names = list(names)
+    feet = [names.index(f) for f in FEET]
+    tops = [names.index(n) for n in ("FrontUpperLeg.L", "FrontUpperLeg.R", "BackUpperLeg.L", "BackUpperLeg.R")]
+    return float(np.nanmean(np.linalg.norm(joints[:, feet] - joints[:, tops], axis=-1)))

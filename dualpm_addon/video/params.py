@@ -74,3 +74,33 @@ def model_to_camera(x: np.ndarray) -> np.ndarray:
 def joints_camera(model: ChainModel, x: np.ndarray) -> np.ndarray:
     rm, _, gt, *_ = model.bones(x)
     return gt @ rm.T + x[3:6]
+
+
+def rotation_starts(model: ChainModel) -> list[int]:
+    """Where each rotation triple of x starts: the root's, then every free joint's."""
+    return [0] + [int(c) for c in model.col_rot]
+
+
+def nearest_equivalent(r: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The rotation vector of the same rotation as r (r + 2 pi k r/|r|) nearest to ref: axis-angle
+    jumps by 2 pi where a heading passes half a turn, and a difference across frames must not."""
+    theta = float(np.linalg.norm(r))
+    if theta < 1e-9:
+        return r.copy()
+    axis = r / theta
+    cands = [axis * (theta + 2 * np.pi * k) for k in (-1, 0, 1)]
+    return min(cands, key=lambda c: float(np.linalg.norm(c - ref)))
+
+
+def unwrap(model: ChainModel, xs: np.ndarray, order=None) -> np.ndarray:
+    """xs (T, n_params) with every rotation triple continuous over time (frames in `order`, each
+    matched to the one before it)."""
+    out = np.array(xs, dtype=np.float64)
+    order = range(len(out)) if order is None else list(order)
+    prev = None
+    for t in order:
+        if prev is not None:
+            for s in rotation_starts(model):
+                out[t, s:s + 3] = nearest_equivalent(out[t, s:s + 3], out[prev, s:s + 3])
+        prev = t
+    return out

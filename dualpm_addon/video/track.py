@@ -103,7 +103,9 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled) -> Track:
             ts = frame_terms(model, fr, samples, po, po.points3d_weight, po.fit.pose_weight)
             built.append((frame_cost(ts, x_pred), fr, ts))
         c0, fr, ts = min(built, key=lambda b: b[0])
-        starts = [x_pred] + ([keyx[t]] if t in keyx and t != first else [])
+        starts = [x_pred]
+        if t in keyx and t != first:
+            starts.append(params.unwrap(model, np.stack([x_pred, keyx[t]]))[1])
         best = None
         for x0 in starts:
             sol = solver.levenberg_marquardt(ts, x0, options.track_iterations, options.photo.tol, cols)
@@ -138,8 +140,9 @@ def interpolate(model, xa: np.ndarray, xb: np.ndarray, s: float) -> np.ndarray:
     """Between two parameter vectors of the clip's model: each rotation triple (the root's and
     every free joint's) by slerp, the rest linearly."""
     out = (1 - s) * xa + s * xb
-    for start in [0] + list(model.col_rot):
+    for start in params.rotation_starts(model):
         qa = quat_from_axis_angle(xa[start:start + 3])
         qb = quat_from_axis_angle(xb[start:start + 3])
-        out[start:start + 3] = quat_to_axis_angle(quat_slerp(qa, qb, s))
+        r = quat_to_axis_angle(quat_slerp(qa, qb, s))
+        out[start:start + 3] = params.nearest_equivalent(r, xa[start:start + 3])
     return out

@@ -1,11 +1,125 @@
-"""The temporal solve in overlapping windows (placeholder until the smoothness terms land)."""
+"""The temporal solve: the tracked clip refined in overlapping windows, each solved jointly over
+its frames with their data terms and the coupling terms (fitting/terms/smoothness.py: joint
+angles and root, acceleration and velocity; contact.py: feet in contact stay put).
+
+Windows hold `window` new frames and re-solve the last `overlap` frames of the previous window;
+the two frames before a window enter as its fixed boundary, so the acceleration rows run across
+the seam. Every frame is solved in about (window + overlap) / window windows: the cost is
+linear in the clip's length. Lost frames inside the tracked span are in the windows with no data
+(their neighbours and the smoothness place them); the span's ends are held by track.bridge.
+
+Contacts are found once on the tracked clip, as retargeting finds them (retarget.detect_contacts:
+a foot low over the ground and slow), in camera space with the animal's mean up axis as the
+ground's normal: a camera that stands still sees a planted foot still.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..fitting.terms.contact import FootContact
+from ..fitting.terms.smoothness import TemporalDifference
+from . import params, stacked
+
 FEET = ("FF.L", "FF.R", "FFB.L", "FFB.R")  # hoof heads of the shared rig
+LEG_TOP = {"FF.L": "FrontUpperLeg.L", "FF.R": "FrontUpperLeg.R", "FFB.L": "BackUpperLeg.L",
+           "FFB.R": "BackUpperLeg.R"}
+BOUNDARY = 2  # fixed frames before a window: what an acceleration row needs
+
+
+def foot_joints(sk) -> np.ndarray:
+    return np.array([sk.index(f) for f in FEET if f in sk.joint_names], dtype=np.int64)
+
+
+def leg_length(model, x) -> float:
+    """Mean rest distance from the top of each leg to its foot, in the instance's metres."""
+    from ..fitting.rig import scaled_rest_skeleton
+
+    sk = model.ctx.skeleton
+    _, _, _, sg, s, _ = model.bones(x)
+    rest = scaled_rest_skeleton(sk, sg, s)
+    d = [np.linalg.norm(rest.rest_heads[sk.index(f)] - rest.rest_heads[sk.index(LEG_TOP[f])])
+         for f in FEET if f in sk.joint_names and LEG_TOP[f] in sk.joint_names]
+    return float(np.mean(d)) if d else float(sg * np.ptp(model.ctx.template.vertices[:, 2]))
+
+
+def detect(model, xs: np.ndarray, tracked: np.ndarray, fps: float) -> np.ndarray:
+    """(T, K) bool: each foot's contacts over the tracked span (False outside it)."""
+    from ..retarget import detect_contacts
+
+    feet = foot_joints(model.ctx.skeleton)
+    n = len(xs)
+    out = np.zeros((n, len(feet)), dtype=bool)
+    seen = np.nonzero(tracked)[0]
+    if len(seen) < 3:
+        return out
+    lo, hi = seen[0], seen[-1] + 1
+    pos = np.stack([params.joints_camera(model, xs[t])[feet] for t in range(lo, hi)])
+    up = np.mean([params.model_to_camera(xs[t])[:3, 2] for t in seen], axis=0)
+    up /= max(np.linalg.norm(up), 1e-12)
+    out[lo:hi] = detect_contacts(pos, up, leg_length(model, xs[seen[0]]), fps)
+    out[~tracked] = False
+    return out
+
+
+def coupling_terms(model, blocks, contacts_in_window, options, body_length: float, nz: int) -> list:
+    joints = params.rotation_columns(model)
+    root_t = np.arange(3, 6)
+    scale_t = np.full(3, 1.0 / body_length)
+    out = []
+    for cols, order, w, cs in ((joints, 2, options.angle_acceleration_weight, None),
+                               (joints, 1, options.angle_velocity_weight, None),
+                               (np.arange(0, 3), 2, options.root_acceleration_weight, None),
+                               (np.arange(0, 3), 1, options.root_velocity_weight, None),
+                               (root_t, 2, options.root_acceleration_weight, scale_t),
+                               (root_t, 1, options.root_velocity_weight, scale_t)):
+        if w > 0:
+            out.append(TemporalDifference(blocks, cols, order, w, cs, nz=nz))
+    if options.contact_weight > 0:
+        pairs = [(i - 1, i, k) for i in range(1, len(blocks)) for k in range(contacts_in_window.shape[1])
+                 if contacts_in_window[i - 1, k] and contacts_in_window[i, k]]
+        if pairs:
+            out.append(FootContact(blocks, model, foot_joints(model.ctx.skeleton), pairs, 1.0 / body_length,
+                                   options.contact_weight, nz))
+    return out
 
 
 def smooth(model, samples, tr, options, report, cancelled) -> np.ndarray:
-    return np.zeros((len(tr.x), len(FEET)), dtype=bool)
+    """Refine tr.x in place over windows; returns the contacts (T, K)."""
+    from .fit import _check
+    from .track import bridge
+
+    n = len(tr.x)
+    seen = np.nonzero(tr.tracked)[0]
+    contacts = np.zeros((n, len(foot_joints(model.ctx.skeleton))), dtype=bool)
+    if len(seen) < 3:
+        return contacts
+    tr.x[:] = bridge(model, tr.x, tr.tracked)[0]  # lost frames start between their neighbours
+    tr.x[:] = params.unwrap(model, tr.x)  # differences across frames must not see a 2 pi jump
+    contacts = detect(model, tr.x, tr.tracked, options.fps)
+    lo, hi = int(seen[0]), int(seen[-1]) + 1
+    pose = params.pose_columns(model)
+    npose = len(pose)
+    body_length = float(np.exp(tr.x[lo, 6]) * model.ctx.template.body_length)
+    w, o = max(1, int(options.window)), max(0, int(options.overlap))
+    s = lo
+    while s < hi:
+        _check(cancelled)
+        a = lo if s == lo else max(lo, s - o)
+        b = min(hi, s + w)
+        fixed = list(range(max(lo, a - BOUNDARY), a))
+        blocks = [stacked.Block(tr.x[t], np.full(model.n_params, -1), []) for t in fixed]
+        for i, t in enumerate(range(a, b)):
+            zidx = np.full(model.n_params, -1)
+            zidx[pose] = i * npose + np.arange(npose)
+            blocks.append(stacked.Block(tr.x[t], zidx, tr.terms[t] or []))
+        nz = (b - a) * npose
+        z0 = np.concatenate([tr.x[t][pose] for t in range(a, b)])
+        span = fixed + list(range(a, b))
+        coupling = coupling_terms(model, blocks, contacts[span], options, body_length, nz)
+        sol = stacked.solve(blocks, coupling, z0, options.window_iterations, options.photo.tol)
+        for i, t in enumerate(range(a, b)):
+            tr.x[t] = blocks[len(fixed) + i].x(sol.z)
+        report("smooth", (b - lo) / (hi - lo))
+        s = b
+    return contacts
