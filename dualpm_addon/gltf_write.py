@@ -10,6 +10,9 @@ Self-contained (numpy and the standard library). Conventions:
   rotation x o_j (the Skeleton's local head offset), root translation added to the root node.
 * Skinning: inverse bind matrices B_j^-1; vertices with up to 4 influences.
 * Animation: one LINEAR sampler per animated property, keyframes at frame / fps seconds.
+* Material (optional): one PBR metallic-roughness material (character.material.Material); its
+  base-colour texture is embedded as a PNG in the binary chunk and read through TEXCOORD_0, the
+  mesh's uv (V, 2) with v up (Blender's) written as glTF's v down (1 - v).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .rotations import matrix_to_quat, quat_mul, quat_normalize
 from .skeleton import Skeleton
 
 _FLOAT, _USHORT, _UINT = 5126, 5123, 5125
-_TYPE = {1: "SCALAR", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
+_TYPE = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
 _Z_UP_TO_Y_UP = [-np.sqrt(0.5), 0.0, 0.0, np.sqrt(0.5)]  # glTF quaternion order: x, y, z, w
 
 
@@ -56,6 +59,26 @@ class _Builder:
         return len(self.accessors) - 1
 
 
+def _add_material(gltf: dict, b: _Builder, material, has_uv: bool) -> None:
+    """materials[0] from a character.material.Material; its texture as images[0] (PNG)."""
+    pbr = {"baseColorFactor": [float(c) for c in material.base_color], "metallicFactor": float(material.metallic),
+           "roughnessFactor": float(material.roughness)}
+    if material.base_color_texture is not None:
+        if not has_uv:
+            raise DualPMError("glTF mesh: a textured material needs the mesh's uv")
+        png = material.png()
+        while len(b.blob) % 4:
+            b.blob.append(0)
+        b.views.append({"buffer": 0, "byteOffset": len(b.blob), "byteLength": len(png)})
+        b.blob += png
+        gltf["images"] = [{"bufferView": len(b.views) - 1, "mimeType": "image/png", "name": material.name}]
+        # Linear filtering with mipmaps; clamp, so a chart's border never wraps to the far side.
+        gltf["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
+        gltf["textures"] = [{"sampler": 0, "source": 0}]
+        pbr["baseColorTexture"] = {"index": 0, "texCoord": 0}
+    gltf["materials"] = [{"name": material.name, "pbrMetallicRoughness": pbr}]
+
+
 def _xyzw(q: np.ndarray) -> np.ndarray:
     """Our (w, x, y, z) quaternions in glTF's (x, y, z, w) order."""
     q = np.asarray(q, dtype=np.float64)
@@ -64,7 +87,7 @@ def _xyzw(q: np.ndarray) -> np.ndarray:
 
 def build_glb(skeleton: Skeleton, *, rotations=None, root_translation=None, offsets=None, fps: float = 24.0,
               vertices=None, faces=None, skin_joints=None, skin_weights=None, name: str = "dualpm",
-              animation_name: str = "motion") -> bytes:
+              animation_name: str = "motion", uv=None, material=None) -> bytes:
     """The .glb file's bytes; see `write_glb`."""
     j = skeleton.num_joints
     local_rest = skeleton.local_rest_matrices
@@ -98,6 +121,14 @@ def build_glb(skeleton: Skeleton, *, rotations=None, root_translation=None, offs
         attrs = {"POSITION": b.add(v, _FLOAT, 3, 34962, minmax=True)}
         prim = {"attributes": attrs, "indices": b.add(fc.reshape(-1), _UINT, 1, 34963), "mode": 4}
         mesh_node = {"name": f"{name}_mesh", "mesh": 0}
+        if uv is not None:
+            t = np.asarray(uv, dtype=np.float64)
+            if t.shape != (len(v), 2):
+                raise DualPMError(f"glTF mesh: uv has shape {t.shape}, expected ({len(v)}, 2)")
+            attrs["TEXCOORD_0"] = b.add(np.stack([t[:, 0], 1.0 - t[:, 1]], 1), _FLOAT, 2, 34962)
+        if material is not None:
+            prim["material"] = 0
+            _add_material(gltf, b, material, uv is not None)
         if skin_joints is not None:
             sj = np.asarray(skin_joints, dtype=np.int64)
             sw = np.asarray(skin_weights, dtype=np.float64)
@@ -166,7 +197,7 @@ def build_glb(skeleton: Skeleton, *, rotations=None, root_translation=None, offs
 
 def write_glb(path, skeleton: Skeleton, **kwargs) -> None:
     """Write a .glb: the skeleton; with `vertices`/`faces` (and `skin_joints`/`skin_weights`) a
-    (skinned) mesh; with `rotations` (F, J, 4) (and `root_translation` (F, 3), `offsets`
+    (skinned) mesh, with `uv` (V, 2) and `material` (character.material.Material) textured; with `rotations` (F, J, 4) (and `root_translation` (F, 3), `offsets`
     (F, J, 3), `fps`) an animation. Written atomically."""
     write_bytes(path, build_glb(skeleton, **kwargs), "glTF file")
 

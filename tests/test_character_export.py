@@ -102,3 +102,29 @@ def test_the_other_looks(rec, look):
         surf = objs["surface"]
         assert surf["dualpm_look"] == "template" and len(surf.data.polygons) == len(rec.fit.faces)
         assert len(surf.data.materials) == len(rec.template.material_names)
+
+
+def test_the_core_glb_writer_embeds_the_texture(rec, tmp_path):
+    from dualpm_addon import gltf_write
+
+    ch, fit = rec.character, rec.fit
+    path = str(tmp_path / "core.glb")
+    rot = np.repeat(np.asarray(fit.rotations)[None], 3, axis=0)
+    rot[1, 1] = [np.cos(0.2), np.sin(0.2), 0.0, 0.0]
+    gltf_write.write_glb(path, fit.rest_skeleton, rotations=rot, vertices=ch.rest_vertices, faces=ch.mesh.faces,
+                         skin_joints=ch.mesh.skin_joints, skin_weights=ch.mesh.skin_weights, uv=ch.mesh.uv,
+                         material=ch.material)
+    with open(path, "rb") as f:
+        js, blob = gltf_write.read_glb(f.read())
+    prim = js["meshes"][0]["primitives"][0]
+    assert prim["material"] == 0 and "TEXCOORD_0" in prim["attributes"]
+    assert js["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]["index"] == 0
+    t = gltf_write.accessor_array(js, blob, prim["attributes"]["TEXCOORD_0"])
+    assert np.allclose(t[:, 1], 1.0 - ch.mesh.uv[:, 1], atol=1e-6)  # glTF's v runs down
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=path)
+    mesh = next(o for o in bpy.data.objects if o.type == "MESH")
+    image = _image_node(mesh.data.materials[0])
+    assert tuple(image.size) == (512, 512)
+    arm = next(o for o in bpy.data.objects if o.type == "ARMATURE")
+    assert arm.animation_data is not None and arm.animation_data.action is not None
