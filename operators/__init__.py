@@ -6,7 +6,7 @@ batch command (operators.headless) and the core stay importable on their own.
 
 import importlib
 
-_MODULE_NAMES = ("properties", "preferences", "reconstruct", "retarget", "export", "panel")
+_MODULE_NAMES = ("properties", "preferences", "reconstruct", "video", "retarget", "export", "panel")
 _modules = []
 
 

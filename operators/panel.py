@@ -76,6 +76,14 @@ class DUALPM_PT_main(_DualPMPanel, bpy.types.Panel):
             row = col.row()
             row.scale_y = 1.4
             row.operator("dualpm.reconstruct", icon="OUTLINER_OB_ARMATURE")
+            col.separator()
+            col.prop(s, "video_path", text="")
+            sub = col.row(align=True)
+            sub.prop(s, "video_start")
+            sub.prop(s, "video_end")
+            row = col.row()
+            row.scale_y = 1.4
+            row.operator("dualpm.animate_video", icon="RENDER_ANIMATION")
             if status.message:
                 box = col.box()
                 box.alert = True

@@ -43,6 +43,12 @@ class DUALPM_PG_settings(bpy.types.PropertyGroup):
         ("TEMPLATE", "Template", "The template's mesh with its flat colours"),
         ("POINTS", "Points Only", "No surface: the point cloud and the rig"),
     ], default="CHARACTER", description="What the reconstruction's surface is")
+    video_path: StringProperty(name="Video", subtype="FILE_PATH",
+                               description="Video of a four-legged animal (mp4, mov, webm, mkv) or a folder of frames")
+    video_start: FloatProperty(name="Start", default=0.0, min=0.0, unit="TIME_ABSOLUTE",
+                               description="First second of the video to animate from")
+    video_end: FloatProperty(name="End", default=0.0, min=0.0, unit="TIME_ABSOLUTE",
+                             description="Last second of the video to animate from (0: its end)")
     point_size: FloatProperty(name="Point Size", default=0.006, min=0.0, soft_max=0.05, unit="LENGTH",
                               description="Diameter of the displayed points (also on the modifier)")
 
