@@ -7,7 +7,10 @@ world's up axis (Z), the full circle. It comes from
 * a frame of one clip of the species (every clip, every frame equally likely), optionally
 * blended with a frame of another clip of the same species (slerp per joint, lerp of the root
   translation and offsets), optionally
-* perturbed joint by joint within plausible limits (`PoseSpace`).
+* perturbed joint by joint within plausible limits (`PoseSpace`);
+
+or, with `authored_probability`, one of the lying and sitting poses that photos show and no clip
+has (dualpm_addon/fitting/poses.py), carried onto the species' bones.
 
 Plausible limits come from the species' own clips: for every joint, the range of its local
 rotation (as a rotation vector, the rest pose being zero) over all frames of all clips, widened by
@@ -129,18 +132,58 @@ def perturb(pose: Pose, space: PoseSpace, rng: np.random.Generator, scale: float
     return dataclasses.replace(pose, rotations=quat_from_axis_angle(noisy), perturbation=float(scale))
 
 
+def authored_pose(template, name: str) -> Pose:
+    """One of dualpm_addon.fitting.poses' authored poses (lying on the belly, sitting) on this
+    species' own bones, the trunk's tilt in the root, standing on the ground (lowest vertex at z 0,
+    as the clips' feet are)."""
+    from dualpm_addon.fitting import poses as authored
+    from dualpm_addon.rotations import matrix_to_quat
+
+    by_name = {p.name: p for p in authored.AUTHORED}
+    if name not in by_name:
+        raise DualPMError(f"no authored pose {name!r}; there are {', '.join(by_name)}")
+    sk = template.skeleton
+    local = authored.local_rotations(sk, by_name[name])
+    b0 = sk.rest_frames[0]
+    local[0] = b0.T @ authored.root_tilt(by_name[name]) @ b0 @ local[0]
+    rot = matrix_to_quat(local)
+    j = sk.num_joints
+    lowest = float(template.pose_vertices(rot)[:, 2].min())
+    return Pose(rotations=rot, root_translation=np.array([0.0, 0.0, -lowest]), offsets=np.zeros((j, 3)),
+                clip=f"authored:{name}", frame=0)
+
+
 def sample(template, rng: np.random.Generator, space: PoseSpace | None = None, exclude=(),
-           blend_probability: float = 0.3, perturb_probability: float = 0.8, max_scale: float = 1.0) -> Pose:
-    """A random pose of `template`: clip frame, maybe a blend, maybe a perturbation, any heading."""
+           blend_probability: float = 0.3, perturb_probability: float = 0.8, max_scale: float = 1.0,
+           authored_probability: float = 0.0, frame_range: tuple[float, float] = (0.0, 1.0)) -> Pose:
+    """A random pose of `template`: clip frame, maybe a blend, maybe a perturbation, any heading.
+
+    authored_probability: the share of poses taken from the authored lying and sitting poses
+    instead of a clip (then only perturbed, never blended); frame_range: where in each clip frames
+    are drawn from, as fractions of its length ((0.85, 1) with Death alone: lying on the side).
+    Both draw numbers only when set, so the default stream is unchanged."""
     clips = clip_names(template, exclude)
     if not clips:
         raise DualPMError(f"{template.species}: every clip is excluded")
     space = pose_space(template) if space is None else space
+    lo_f, hi_f = (float(v) for v in frame_range)
 
     def frame_of(name):
         n = template.clip(name).num_frames
-        return clip_pose(template, name, int(rng.integers(n)))
+        if (lo_f, hi_f) == (0.0, 1.0):
+            return clip_pose(template, name, int(rng.integers(n)))
+        lo = min(int(np.floor(lo_f * (n - 1))), n - 1)
+        return clip_pose(template, name, int(rng.integers(lo, max(int(np.ceil(hi_f * (n - 1))), lo) + 1)))
 
+    if authored_probability > 0 and rng.uniform() < authored_probability:
+        from dualpm_addon.fitting.poses import AUTHORED
+
+        pose = authored_pose(template, AUTHORED[int(rng.integers(len(AUTHORED)))].name)
+        scale, do_perturb = rng.uniform(0.0, max_scale), rng.uniform() < perturb_probability
+        yaw = rng.uniform(0.0, 2 * np.pi)
+        if do_perturb:
+            pose = perturb(pose, space, rng, 0.5 * scale)
+        return dataclasses.replace(pose, yaw=float(yaw))
     pose = frame_of(clips[int(rng.integers(len(clips)))])
     # The choices and the heading are drawn first, so whether a blend or a perturbation happens
     # (they draw more numbers) does not change them.

@@ -75,6 +75,8 @@ class SynthConfig:
     # filling the frame onto a whole body.
     closeup_probability: float = 0.12
     closeup_fill: tuple[float, float] = (0.55, 1.0)  # larger side of the head's box / image side
+    authored_probability: float = 0.0  # share of lying/sitting poses authored on the rig (poses.authored_pose)
+    frame_range: tuple[float, float] = (0.0, 1.0)  # where in each clip frames are drawn, fractions of its length
 
 
 def sample_seed(run_seed: int, index: int) -> int:
@@ -296,7 +298,8 @@ class Synthesizer:
 
         clock = time.perf_counter()
         pose = poses.sample(t, g_pose, sd.space, self.exclude_clips, cfg.blend_probability,
-                            cfg.perturb_probability, cfg.perturb_max_scale)
+                            cfg.perturb_probability, cfg.perturb_max_scale, cfg.authored_probability,
+                            cfg.frame_range)
         frames = t.skeleton.forward_kinematics(pose.rotations, pose.root_translation, offsets=pose.offsets)
         skin = t.skeleton.skinning_matrices(frames)
         model = linear_blend_skinning(sd.rest, sd.skin_joints, sd.skin_weights, skin)  # welded vertices only
@@ -479,6 +482,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-compress", action="store_true", help="store arrays uncompressed")
     parser.add_argument("--closeup-probability", type=float, default=None, metavar="P",
                         help=f"share of portraits framing the head (default {SynthConfig.closeup_probability})")
+    parser.add_argument("--authored-probability", type=float, default=None, metavar="P",
+                        help="share of samples in an authored lying or sitting pose (default 0)")
+    parser.add_argument("--frame-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="draw clip frames from this part of each clip, fractions 0..1 (default 0 1)")
     parser.add_argument("--contact-sheet", action="store_true", help="also write DIR/contact_sheet.png")
 
 
@@ -550,8 +557,18 @@ def run(args) -> int:
     closeup = getattr(args, "closeup_probability", None)
     if closeup is not None and not 0.0 <= closeup <= 1.0:
         raise DualPMError(f"--closeup-probability must be between 0 and 1, got {closeup}")
+    authored = getattr(args, "authored_probability", None)
+    if authored is not None and not 0.0 <= authored <= 1.0:
+        raise DualPMError(f"--authored-probability must be between 0 and 1, got {authored}")
+    frame_range = getattr(args, "frame_range", None)
+    if frame_range is not None and not 0.0 <= frame_range[0] <= frame_range[1] <= 1.0:
+        raise DualPMError(f"--frame-range must be two fractions 0 <= LO <= HI <= 1, got {frame_range}")
     bgdir = AUTO if args.backgrounds is None else args.backgrounds
     config = SynthConfig() if closeup is None else replace(SynthConfig(), closeup_probability=closeup)
+    if authored is not None:
+        config = replace(config, authored_probability=float(authored))
+    if frame_range is not None:
+        config = replace(config, frame_range=(float(frame_range[0]), float(frame_range[1])))
     kwargs = dict(templates_dir=args.templates, size=args.size, layers=args.layers, species=args.species,
                   exclude_clips=args.exclude_clips, backgrounds_dir=bgdir, config=config)
     synth = Synthesizer(**kwargs)  # validates everything before any file is touched

@@ -6,8 +6,8 @@ Facings: upright, the body's forward axis (model -Y) turned to one of 8 directio
 camera's horizontal plane (right, left, away, toward the camera and the diagonals); the camera's
 own tilt is left to the solve.
 Poses: frames of the reference template's clips (standing, walking, galloping, head down while
-eating, lying on its side at the end of Death). Poses the clips lack (lying on the belly with
-the head up, sitting) are not authored yet.
+eating, lying on its side at the end of Death), and the poses photos show that no clip has,
+authored in poses.py (lying on the belly with the head up, lying with the legs tucked, sitting).
 """
 
 from __future__ import annotations
@@ -44,4 +44,12 @@ def clip_poses(template) -> list[tuple[str, np.ndarray]]:
         frame = int(round(at * (c.num_frames - 1)))
         out.append((name, quat_to_matrix(np.asarray(c.rotations[frame], dtype=np.float64))))
     return out
+
+
+def pose_hypotheses(template) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, local rotations (J, 3, 3), root tilt (3, 3) in model space) of every starting pose:
+    the clip poses (no tilt) and the authored ones."""
+    from .poses import authored_poses
+
+    return [(n, r, np.eye(3)) for n, r in clip_poses(template)] + authored_poses(template.skeleton)
 

@@ -9,7 +9,8 @@ camera's focal length (held near the EXIF value when the photo has one) and the 
 solved with the pose, and each body part gets a thickness scale that the outline sets.
 
 Hypotheses (hypotheses.py): the 3D fit's own solution, upright facings in 8 directions, then the
-best of those with each clip pose; each is solved for the root alone (a few
+best of those with each clip pose and each authored pose (poses.py: lying on the belly,
+sitting); each is solved for the root alone (a few
 iterations), the best is refined with every parameter, and the lowest cost is kept.
 """
 
@@ -156,7 +157,11 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
 
     # -- hypotheses --------------------------------------------------------------------------
     tic = time.perf_counter()
-    x3d = run_solver(point_terms(st, fo), st.x0, replace(fo, solver="lm")).x  # the 3D fit's answer
+    # The 3D fit's answer, on the photo model: its thickness and focal columns keep their priors,
+    # else the points alone can send a barely seen part's thickness off to exp(100).
+    start_terms = point_terms(st, fo) + [terms.FocalPrior(model, options.focal_sigma),
+                                         terms.ThicknessPrior(model, options.thickness_weight)]
+    x3d = run_solver(start_terms, st.x0, replace(fo, solver="lm")).x
     starts = [("fit3d", x3d, model.fixed_rot)]
     if options.hypotheses:
         if mask is not None:
@@ -178,10 +183,11 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
         solved.append((sol.cost, name, sol.x, fixed))
     solved.sort(key=lambda s: s[0])
     if options.hypotheses:
-        poses = hypotheses.clip_poses(template)
+        poses = hypotheses.pose_hypotheses(template)
+        centre_rest = _rest_centre(template)
         for _, base, xb, _ in solved[:options.pose_roots]:
-            for pname, local in poses:
-                x0 = xb.copy()
+            for pname, local, tilt in poses:
+                x0 = _tilted(xb, tilt, np.exp(xb[6]) * centre_rest)
                 x0[7:model.col_scale] = quat_to_axis_angle(matrix_to_quat(local[model.free])).ravel()
                 fixed = model.fixed_rot.copy()
                 still = np.setdiff1d(np.arange(len(fixed)), model.free)
@@ -213,6 +219,19 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
                  "focal_factor": float(np.exp(model.log_focal(sol.x))),
                  "thickness": {pn: float(t) for (pn, _), t in zip(PARTS, np.exp(model.thickness_block(sol.x)))},
                  "visible_points": 0 if vis is None else int(len(vis[0])), "mask": mask is not None}
+    return out
+
+
+def _tilted(x, tilt, centre):
+    """x with the animal tilted in model space (tilt, 3x3) about `centre` (model space, scaled):
+    the rest centre stays where it was in the camera."""
+    if np.allclose(tilt, np.eye(3)):
+        return x.copy()
+    out = x.copy()
+    r = matrix_from_axis_angle(x[0:3])
+    r2 = r @ tilt
+    out[0:3] = quat_to_axis_angle(matrix_to_quat(r2))
+    out[3:6] = x[3:6] + r @ centre - r2 @ centre
     return out
 
 
