@@ -5,7 +5,8 @@ placed it in, against the true mask: what the artist sees through the scene's ca
 imgaug's quokka (.cache/photos/quokka.jpg) with its annotated outline polygon
 (quokka_annotations.json) as the true mask, through `dualpm reconstruct`'s bpy-free half
 (preprocess.predict_photo with the shipped model in process, then pipeline.from_pointmap), once
-without a mask input and once with the outline given as the mask.
+without a mask input (the segmenter's mask, as `dualpm reconstruct` uses) and once with the
+outline given as the mask.
 
 Speed: silhouette.rasterize of the horse template (2,182 faces) and of the same mesh subdivided
 once (8,728 faces), posed side-on so the animal fills about half the frame, at 160, 512 and 1024
@@ -105,7 +106,9 @@ def quokka_rig_iou(model: str | None = None, folder: str | None = None, picture:
     rows = []
     for label, given in (("no mask input", None), ("true mask given", true)):
         t0 = time.perf_counter()
-        pm = preprocess.predict_photo(runner, photo.rgb, given, photo.focal_mm, "quokka.jpg")
+        # Without a mask the reconstruction uses the segmenter, as `dualpm reconstruct` does.
+        segmenter = pipeline.load_segmenter("auto")[0] if given is None else None
+        pm = preprocess.predict_photo(runner, photo.rgb, given, photo.focal_mm, "quokka.jpg", segmenter=segmenter)
         rec = pipeline.from_pointmap(pm, pipeline.PhotoInput(photo.rgb, given, photo.focal_mm, "quokka.jpg"),
                                      predictor_version=version)
         seconds = time.perf_counter() - t0
