@@ -24,7 +24,7 @@ from ..errors import DualPMError
 BATCH = 16  # frames in flight at once (and the largest batch a local Runner gets)
 # Every KEYFRAME_EVERY-th frame is found afresh (predict_photo's two passes); the frames between
 # are cropped on the box tracked from the keyframes around them: one predictor run instead of two.
-KEYFRAME_EVERY = 4
+KEYFRAME_EVERY = 6
 
 
 class _PredictorFailed(Exception):
@@ -203,10 +203,13 @@ def run_batched(predictor, count: int, fn, batch: int = BATCH, report=None, canc
                               "predictor_s": round(batcher.seconds, 4)}
 
 
-def predict_in_box(predictor, rgb: np.ndarray, box, focal_mm: float | None = None, source: str = "the frame") -> dict:
+def predict_in_box(predictor, rgb: np.ndarray, box, focal_mm: float | None = None, source: str = "the frame",
+                   follow: bool = True) -> dict:
     """predict_photo's result for an unmasked frame whose crop box is already known (from the
     frames around it): its second pass only, with the same checks ("no animal found" below
-    MIN_CROP_AREA_FRACTION of the crop) and the same dict (module docstring of preprocess)."""
+    MIN_CROP_AREA_FRACTION of the crop) and the same dict (module docstring of preprocess).
+    An animal that touches the crop's edge is cropped once more around what was seen of it
+    (`follow`); touching the edge again is a DualPMError (the caller then finds it afresh)."""
     from .. import camera, pointmap, preprocess
 
     rgb = np.asarray(rgb)
@@ -216,7 +219,12 @@ def predict_in_box(predictor, rgb: np.ndarray, box, focal_mm: float | None = Non
     result = predictor.predict(crop, np.full((size, size), 128, np.uint8))
     blob = preprocess.animal_blob(result, source, preprocess.MIN_CROP_AREA_FRACTION)
     if blob[0].any() or blob[-1].any() or blob[:, 0].any() or blob[:, -1].any():
-        raise DualPMError(f"{source}: the animal reaches the edge of the tracked crop")
+        if not follow:
+            raise DualPMError(f"{source}: the animal reaches the edge of the tracked crop")
+        # The animal moved out of the tracked box: crop again around the part of it that was
+        # seen (a box with the usual margin), once, before giving up on tracking this frame.
+        box = preprocess.square_box(preprocess.grid_bbox_to_photo(blob, box))
+        return predict_in_box(predictor, rgb, box, focal_mm, source, follow=False)
     occ0 = np.asarray(result["occupancy"], np.float64)[0]
     photo_mask = preprocess.grid_to_photo(occ0 * blob, box, (h, w)) > pointmap.OCCUPANCY_THRESHOLD
     focal_from_exif = focal_mm is not None and focal_mm > 0
