@@ -29,6 +29,7 @@ from ..fitting import FitOptions, PhotoOptions
 from ..fitting.blas import single_threaded_blas
 from ..fitting.rig import instance_rest_points, scaled_rest_skeleton
 from . import params
+from .frame import FrameBudget
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,14 @@ class ClipOptions:
     contact_weight: a foot in contact stays put (body lengths per frame).
     min_rig_iou: a frame whose rig covers its mask less than this is lost (bridged).
     place_camera: move each frame's cloud onto its pixels before fitting (predicted maps).
+    budget: how many points, pixels and mesh samples of a frame each iteration looks at.
     """
 
     photo: PhotoOptions = field(default_factory=PhotoOptions)
     pose_weight_exact: float = FitOptions.pose_weight
     pose_weight_predicted: float = 0.01
     fps: float = 12.0
-    keyframes: int = 3
+    keyframes: int = 5
     shape_iterations: int = 8
     track_iterations: int = 4
     window: int = 8
@@ -67,6 +69,7 @@ class ClipOptions:
     contact_weight: float = 30.0
     min_rig_iou: float = 0.2
     place_camera: bool = True
+    budget: FrameBudget = field(default_factory=FrameBudget)
     seed: int = 0
 
 
@@ -211,7 +214,7 @@ def _fit_clip(cands, template, ctx, options: ClipOptions, report, cancelled) -> 
         _check(cancelled)
         seen = []
         for c in cs:
-            o = observe(c, t, ctx, _photo_options(options, c), options.place_camera, options.seed + t)
+            o = observe(c, t, ctx, _photo_options(options, c), options.place_camera, options.seed + t, options.budget)
             if o is not None:
                 seen.append(o)
         obs.append(seen)
@@ -222,14 +225,14 @@ def _fit_clip(cands, template, ctx, options: ClipOptions, report, cancelled) -> 
         raise DualPMError(f"animate: no frame of the clip shows an animal (0 of {n} frames)")
 
     model = params.clip_model(ctx)
-    samples = SharedSamples(model, template, options.photo.vertex_samples)
+    samples = SharedSamples(model, template, options.budget.vertices)
     tic = time.perf_counter()
-    _, keyx = shape.solve_shape(model, samples, obs, seen_frames, options, report, cancelled)
+    keyx, keycost = shape.solve_shape(model, samples, obs, seen_frames, options, report, cancelled)
     timings["shape"] = time.perf_counter() - tic
     _check(cancelled)
 
     tic = time.perf_counter()
-    tr = track.track(model, samples, obs, keyx, options, report, cancelled)
+    tr = track.track(model, samples, obs, keyx, options, report, cancelled, keycost)
     timings["track"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -295,7 +298,7 @@ def _result(model, template, tr, xs, bridged, contacts, options: ClipOptions) ->
         thickness=thick.copy(), timings={}, rest_vertices=rest_v, focal_factor=focal,
         body_length=float(np.ptp(rest_v[:, 1])), foot_names=tuple(sk.joint_names[j] for j in _feet(sk)),
         contacts=contacts, cost=tr.cost.copy(), photo_size=(int(h), int(w)),
-        options={k: v for k, v in asdict(options).items() if k != "photo"})
+        options={k: v for k, v in asdict(options).items() if k not in ("photo", "budget")})
 
 
 def _feet(sk):

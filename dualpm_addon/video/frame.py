@@ -17,10 +17,13 @@ import numpy as np
 
 from .. import camera, pointmap
 from ..errors import DualPMError
+from .. import correspondence as corr
 from ..fitting import terms
 from ..fitting.chain import BoundPoints
 from ..fitting.fit import Setup, setup
-from ..fitting.photo import PhotoOptions, _vertex_samples, _visible
+from ..fitting.photo import PhotoOptions, _vertex_samples
+from ..fitting.support import stratified
+from ..fitting.terms.silhouette import mask_samples
 
 MIN_POINTS = 50  # as pipeline.MIN_POINTS: fewer kept points and the frame shows no animal
 
@@ -43,6 +46,10 @@ class Frame:
     st: Setup
     visible: tuple | None
     focal_known: bool
+    fill_samples: np.ndarray | None = None
+    # a smaller subset than the photo fit's carries its weight: the terms keep the photo fit's balance
+    points_gain: float = 1.0
+    visible_gain: float = 1.0
 
     @property
     def size(self) -> int:
@@ -63,9 +70,51 @@ def exact_confidence(pm: dict) -> bool:
     return bool(c.size and np.ptp(c) == 0)
 
 
-def observe(pm: dict, index: int, ctx, options: PhotoOptions, place_camera: bool = True, seed: int = 0) -> Frame | None:
+@dataclass(frozen=True)
+class FrameBudget:
+    """How much of a frame the clip fit looks at per iteration (a photo fit looks at more: the
+    clip has many frames, and each starts near its answer). matched: points matched to find the
+    bones' support; points: the 3D term's subset; visible: the reprojection subset; vertices:
+    mesh samples of the outline terms; mask_boundary, mask_interior: the fill term's mask pixels."""
+
+    matched: int = 600
+    points: int = 150
+    per_bone: int = 6
+    visible: int = 150
+    vertices: int = 250
+    mask_boundary: int = 150
+    mask_interior: int = 50
+
+
+# What the photo fit looks at (fitting.PhotoOptions, FitOptions defaults): the keyframes' budget.
+PHOTO_BUDGET = FrameBudget(matched=1500, points=300, per_bone=12, visible=300, vertices=500, mask_boundary=240,
+                           mask_interior=160)
+
+
+def visible_subset(points: dict, ctx, k_nearest: int, n: int, rng):
+    """The layer-0 points whose Q matches the template, at most n of them stratified by bone: their
+    Q, pixels (x, y), confidence weights (mean 1) and skin. Matched after a random pick of 3n, so a
+    frame's thousands of visible pixels cost no more than a few hundred."""
+    layer = np.asarray(points.get("layer", np.zeros(len(points["Q"]))))
+    vis = np.nonzero(layer == 0)[0]
+    if len(vis) > 3 * n:
+        vis = np.sort(rng.choice(vis, 3 * n, replace=False))
+    q = np.asarray(points["Q"], dtype=np.float64)[vis]
+    m = corr.match(ctx.index, q, k=k_nearest)
+    ok = np.nonzero(m.valid)[0]
+    if len(ok) < 10:
+        return None
+    pick = ok[stratified(m.dominant[ok], max(n // 8, 8), n, rng)]
+    uv = np.asarray(points["pixel"], dtype=np.float64)[vis[pick]][:, ::-1] + 0.5
+    conf = np.asarray(points.get("confidence", np.ones(len(layer))), dtype=np.float64)[vis[pick]]
+    return q[pick], uv, conf / max(conf.mean(), 1e-9), m.skin_joints[pick], m.skin_weights[pick]
+
+
+def observe(pm: dict, index: int, ctx, options: PhotoOptions, place_camera: bool = True, seed: int = 0,
+            budget: FrameBudget | None = None) -> Frame | None:
     """The frame's evidence, or None where it shows no animal to fit (too few points, Q off the
     template, points on too few bones)."""
+    from dataclasses import replace
     from ..fit_camera import fit_camera
     from ..pipeline import photo_grid_mask
 
@@ -88,13 +137,16 @@ def observe(pm: dict, index: int, ctx, options: PhotoOptions, place_camera: bool
     mask = photo_grid_mask(pm, photo_mask, box, size)
     mask = mask if mask.any() else None
     rng = np.random.default_rng(seed)
+    b = budget or FrameBudget()
+    fo = replace(options.fit, max_matched=b.matched, max_points=b.points, per_bone=b.per_bone)
     try:
-        st = setup(np.asarray(pts["P"], np.float64), np.asarray(pts["Q"], np.float64), ctx, options.fit, rng,
-                   photo=True)
+        st = setup(np.asarray(pts["P"], np.float64), np.asarray(pts["Q"], np.float64), ctx, fo, rng, photo=True)
     except DualPMError:
         return None
-    vis = _visible(pts, ctx, options, rng)
-    return Frame(index, pm, pts, k, mask, box, (h, w), st, vis, bool(pm.get("focal_from_exif", False)))
+    vis = visible_subset(pts, ctx, options.fit.k_nearest, b.visible, rng)
+    fill = mask_samples(mask, b.mask_boundary, b.mask_interior) if mask is not None else None
+    return Frame(index, pm, pts, k, mask, box, (h, w), st, vis, bool(pm.get("focal_from_exif", False)), fill,
+                 PHOTO_BUDGET.points / b.points, PHOTO_BUDGET.visible / b.visible)
 
 
 class SharedSamples:
@@ -112,16 +164,18 @@ def frame_terms(model, frame: Frame, samples: SharedSamples, options: PhotoOptio
     st = frame.st
     bound = BoundPoints(model, st.fq, st.fj, st.fw)
     n = len(st.fq)
-    out = [terms.Points3D(bound, st.fp, st.row_scale, points3d_weight, options.fit.loss, options.fit.f_scale),
-           terms.PosePriorTerm(model, pose_weight * np.sqrt(n))]
+    out = [terms.Points3D(bound, st.fp, st.row_scale, points3d_weight * frame.points_gain, options.fit.loss,
+                          options.fit.f_scale),
+           terms.PosePriorTerm(model, pose_weight * np.sqrt(n * frame.points_gain))]
     size = float(frame.mask.shape[0]) if frame.mask is not None else float(frame.size)
     if frame.visible is not None:
         vq, uv, conf, vj, vw = frame.visible
         out.append(terms.Reprojection(BoundPoints(model, vq, vj, vw), uv, frame.k_crop, size, conf,
-                                      options.reprojection_weight, "soft_l1", options.reprojection_f_scale))
+                                      options.reprojection_weight * frame.visible_gain, "soft_l1",
+                                      options.reprojection_f_scale))
     if frame.mask is not None:
         out.append(terms.SilhouetteInside(samples.bound, frame.mask, frame.k_crop, options.inside_weight, "soft_l1",
                                           options.silhouette_f_scale))
         out.append(terms.SilhouetteFill(samples.bound, frame.mask, frame.k_crop, options.fill_weight, "soft_l1",
-                                        options.silhouette_f_scale))
+                                        options.silhouette_f_scale, samples=frame.fill_samples))
     return out

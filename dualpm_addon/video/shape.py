@@ -10,7 +10,7 @@ import numpy as np
 
 from ..fitting import fit_to_photo, terms
 from . import params, stacked
-from .frame import frame_terms
+from .frame import PHOTO_BUDGET, SharedSamples, frame_terms, observe
 
 
 def keyframes(seen: list[int], obs, count: int) -> list[int]:
@@ -25,31 +25,36 @@ def keyframes(seen: list[int], obs, count: int) -> list[int]:
 
 
 def solve_shape(model, samples, obs, seen, options, report, cancelled):
-    """(x of the first seen frame with the clip's shape, {keyframe: x}) on the clip's model."""
+    """({keyframe: x} with the clip's shape, {keyframe: its data cost there}) on the clip's model."""
     from .fit import _check, _photo_options
 
     ctx = model.ctx
     keys = keyframes(seen, obs, options.keyframes)
-    xs, frames = [], []
+    xs, frames, costs = [], [], []
+    # The shape is solved once: keyframes get the photo fit's full budget of points and samples.
+    samples = SharedSamples(model, ctx.template, PHOTO_BUDGET.vertices)
     for i, t in enumerate(keys):
         _check(cancelled)
         fr = obs[t][0]
         po = _photo_options(options, fr.pm)
+        fr = observe(fr.pm, t, ctx, po, options.place_camera, options.seed + t, PHOTO_BUDGET) or fr
         fit = fit_to_photo(fr.points, fr.k_crop, fr.mask, ctx, po, focal_known=fr.focal_known)
         xs.append(params.x_from_fit(model, fit, float(fit.intrinsics[0, 0] / fr.k_crop[0, 0])))
         frames.append((fr, po))
+        costs.append(float(fit.cost))
         report("shape", (i + 1) / (len(keys) + 1))
     if len(keys) == 1 or options.shape_iterations <= 0:
-        return xs[0], {keys[0]: xs[0]}
+        return {keys[0]: xs[0]}, {keys[0]: costs[0]}
     shared, pose = params.shape_columns(model), params.pose_columns(model)
     ns, npose = len(shared), len(pose)
     z0 = np.concatenate([np.median(np.stack([x[shared] for x in xs]), axis=0)] + [x[pose] for x in xs])
-    blocks = []
+    blocks, n_terms = [], []
     for i, (x, (fr, po)) in enumerate(zip(xs, frames)):
         zidx = np.full(model.n_params, -1)
         zidx[shared] = np.arange(ns)
         zidx[pose] = ns + i * npose + np.arange(npose)
         ts = frame_terms(model, fr, samples, po, po.points3d_weight, po.fit.pose_weight)
+        n_terms.append(len(ts))
         if i == 0:  # the shape's priors, once for the clip
             nn = len(fr.st.fq)
             ts += [terms.ScalePrior(model, po.fit.scale_weight * np.sqrt(nn)),
@@ -59,4 +64,5 @@ def solve_shape(model, samples, obs, seen, options, report, cancelled):
     sol = stacked.solve(blocks, [], z0, options.shape_iterations, options.photo.tol)
     report("shape", 1.0)
     out = {t: b.x(sol.z) for t, b in zip(keys, blocks)}
-    return out[keys[0]], out
+    data = {t: float(stacked.terms_cost(b.terms[:n_data], b.x(sol.z))[0]) for t, b, n_data in zip(keys, blocks, n_terms)}
+    return out, data

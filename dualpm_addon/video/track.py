@@ -74,50 +74,87 @@ def _rest(model, x, template):
     return _REST["value"]
 
 
-def track(model, samples, obs, keyx: dict, options, report, cancelled) -> Track:
-    from .fit import _check, _photo_options
-
-    template = model.ctx.template
-    n = len(obs)
+def anchor(keyx: dict, keycost: dict, obs) -> int:
+    """The keyframe tracking starts from: the one whose solution costs least (a weak predictor's
+    facing is ambiguous in some frames and not in others: the clearest frame decides), or the
+    first seen frame where a frame holds several animals (the first frame's choice is followed)."""
     first = min(keyx)
-    cols = params.pose_columns(model)
-    x = np.tile(keyx[first], (n, 1))
-    tracked = np.zeros(n, dtype=bool)
-    cost = np.full(n, np.nan)
-    frames, all_terms = [None] * n, [None] * n
-    prev = prev2 = None
-    for t in range(first, n):
+    if any(len(o) > 1 for o in obs):
+        return first
+    return min(keyx, key=lambda t: keycost.get(t, np.inf))
+
+
+def _angle(x0, x1) -> float:
+    from ..rotations import matrix_from_axis_angle
+
+    r = matrix_from_axis_angle(x0[0:3]).T @ matrix_from_axis_angle(x1[0:3])
+    return float(np.arccos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0)))
+
+
+def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: dict | None = None) -> Track:
+    """Forward from the anchor keyframe to the clip's end, then backward from it to the start."""
+    from .fit import _check
+
+    n = len(obs)
+    start = anchor(keyx, keycost or {}, obs)
+    x = np.tile(keyx[start], (n, 1))
+    tr = Track([None] * n, x, np.zeros(n, dtype=bool), np.full(n, np.nan), [None] * n)
+    done = [0]
+
+    def step(t, prev, prev2, first_choice):
         _check(cancelled)
-        report("track", (t + 1) / n)
+        done[0] += 1
+        report("track", done[0] / n)
         if not obs[t]:
-            continue
-        if prev is None:
-            x_pred = keyx[first].copy()
-        else:
-            x_pred = x[prev].copy()
-            if prev2 is not None:  # the root moves on at its last velocity, per frame elapsed
-                x_pred[3:6] += (x[prev, 3:6] - x[prev2, 3:6]) * (t - prev) / (prev - prev2)
-        built = []
-        for fr in obs[t][: 1 if prev is None else None]:
-            po = _photo_options(options, fr.pm)
-            ts = frame_terms(model, fr, samples, po, po.points3d_weight, po.fit.pose_weight)
-            built.append((frame_cost(ts, x_pred), fr, ts))
-        c0, fr, ts = min(built, key=lambda b: b[0])
-        starts = [x_pred]
-        if t in keyx and t != first:
-            starts.append(params.unwrap(model, np.stack([x_pred, keyx[t]]))[1])
-        best = None
-        for x0 in starts:
-            sol = solver.levenberg_marquardt(ts, x0, options.track_iterations, options.photo.tol, cols)
-            if best is None or sol.cost < best.cost:
-                best = sol
-        iou = grid_iou(model, samples, fr, best.x, template)
-        if np.isfinite(iou) and iou < options.min_rig_iou:
-            continue
-        x[t], tracked[t], cost[t] = best.x, True, best.cost
-        frames[t], all_terms[t] = fr, ts
-        prev2, prev = prev, t
-    return Track(frames, x, tracked, cost, all_terms)
+            return False
+        _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice)
+        return tr.tracked[t]
+
+    for order in (range(start, n), range(start - 1, -1, -1)):
+        backward = order.start != start
+        prev = start if backward and tr.tracked[start] else None
+        prev2 = start + 1 if prev is not None and start + 1 < n and tr.tracked[start + 1] else None
+        for t in order:
+            if step(t, prev, prev2, t == start and not backward):
+                prev2, prev = prev, t
+    return tr
+
+
+def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice):
+    from .fit import _photo_options
+
+    cols = params.pose_columns(model)
+    if prev is None:
+        x_pred = keyx[t].copy() if t in keyx else tr.x[start].copy()
+    else:
+        x_pred = tr.x[prev].copy()
+        if prev2 is not None:  # motion goes on at its last pace per frame: the root's fully, the joints' half
+            v = (tr.x[prev] - tr.x[prev2]) * (t - prev) / (prev - prev2)
+            x_pred[3:6] += v[3:6]
+            x_pred[0:3] += 0.5 * v[0:3]
+            x_pred[7:model.col_scale] += 0.5 * v[7:model.col_scale]
+    built = []
+    for fr in obs[t][: 1 if first_choice else None]:
+        po = _photo_options(options, fr.pm)
+        ts = frame_terms(model, fr, samples, po, po.points3d_weight, po.fit.pose_weight)
+        built.append((frame_cost(ts, x_pred), fr, ts))
+    _, fr, ts = min(built, key=lambda b: b[0])
+    starts = [x_pred]
+    if t in keyx and prev is not None:
+        # a keyframe's own solution restarts a track that drifted, but not one that turned round
+        kx = params.unwrap(model, np.stack([x_pred, keyx[t]]))[1]
+        if _angle(x_pred, kx) < np.radians(60):
+            starts.append(kx)
+    best = None
+    for x0 in starts:
+        sol = solver.levenberg_marquardt(ts, x0, options.track_iterations, options.photo.tol, cols)
+        if best is None or sol.cost < best.cost:
+            best = sol
+    iou = grid_iou(model, samples, fr, best.x, model.ctx.template)
+    if np.isfinite(iou) and iou < options.min_rig_iou:
+        return
+    tr.x[t], tr.tracked[t], tr.cost[t] = best.x, True, best.cost
+    tr.frames[t], tr.terms[t] = fr, ts
 
 
 def bridge(model, x: np.ndarray, tracked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

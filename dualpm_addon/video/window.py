@@ -25,6 +25,7 @@ FEET = ("FF.L", "FF.R", "FFB.L", "FFB.R")  # hoof heads of the shared rig
 LEG_TOP = {"FF.L": "FrontUpperLeg.L", "FF.R": "FrontUpperLeg.R", "FFB.L": "BackUpperLeg.L",
            "FFB.R": "BackUpperLeg.R"}
 BOUNDARY = 2  # fixed frames before a window: what an acceleration row needs
+CONTACT_SMOOTHING_S = 0.06  # seconds: the Gaussian that low-passes the tracked feet before detection
 
 
 def foot_joints(sk) -> np.ndarray:
@@ -55,6 +56,10 @@ def detect(model, xs: np.ndarray, tracked: np.ndarray, fps: float) -> np.ndarray
         return out
     lo, hi = seen[0], seen[-1] + 1
     pos = np.stack([params.joints_camera(model, xs[t])[feet] for t in range(lo, hi)])
+    if len(pos) > 3:  # a tracked foot jitters: its low-passed path says better whether it is planted
+        from scipy.ndimage import gaussian_filter1d
+
+        pos = gaussian_filter1d(pos, CONTACT_SMOOTHING_S * fps, axis=0, mode="nearest")
     up = np.mean([params.model_to_camera(xs[t])[:3, 2] for t in seen], axis=0)
     up /= max(np.linalg.norm(up), 1e-12)
     out[lo:hi] = detect_contacts(pos, up, leg_length(model, xs[seen[0]]), fps)
