@@ -12,7 +12,7 @@ Beside it, in the same run, the inference stage alone (video.infer.predict_frame
 with tracked crops (one predictor run for most frames) against predict_photo's two runs for every
 frame, the way one photo is done.
 
-    python benchmarks/bench_animate.py [--quick] [--json FILE]     (--quick: a 2 s clip)
+    python benchmarks/bench_animate.py [--quick] [--json FILE] [--strip PNG]   (--quick: a 2 s clip)
 """
 
 from __future__ import annotations
@@ -107,13 +107,30 @@ def inference_only(frames: np.ndarray) -> list[dict]:
     ]
 
 
-def run(quick: bool = False) -> list[dict]:
+def write_strip(preview_mp4: str, path: str, count: int = 6, height: int = 218) -> None:
+    """A picture strip for the docs: the overlay halves of `count` frames of NAME.mp4 (the first
+    cycle of the walk: walking, trotting, galloping)."""
+    from dualpm_addon import preview
+    from dualpm_addon.video import decode
+
+    clip = decode.read(preview_mp4)
+    w = (clip.size[1] - 4) // 2
+    idx = np.linspace(0, min(len(clip), 24) - 1, count).round().astype(int)
+    tiles = [clip.frames[i][:, w + 4:] for i in idx]
+    gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
+    out = np.concatenate([x for i, t in enumerate(tiles) for x in ([gap] if i else []) + [t]], axis=1)
+    preview.write_png(path, preview.resize_nearest(out, height))
+
+
+def run(quick: bool = False, strip: str | None = None) -> list[dict]:
     seconds = 2.0 if quick else 10.0
     frames = clip_frames(seconds)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-animate-") as d:
         video = write_clip(os.path.join(d, "cat_walk.mp4"), frames)
         wall, s = whole_command(video, os.path.join(d, "out"))
+        if strip:
+            write_strip(os.path.join(d, "out", "cat_walk.mp4"), strip)
         n = len(frames)
         clip_s = n / FPS
         t = s["timings_s"]
@@ -144,4 +161,6 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.exit(report.main(run, __doc__.splitlines()[0]))
+    sys.exit(report.main(run, __doc__.splitlines()[0],
+                         options={"strip": {"default": None, "metavar": "PNG",
+                                            "help": "write a picture strip of overlay frames here"}}))
