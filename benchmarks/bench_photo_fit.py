@@ -158,6 +158,21 @@ def time_segmenter(seg, images: dict, repeats: int) -> dict:
     return out
 
 
+def time_predictor(runner, rgb: np.ndarray, repeats: int) -> dict:
+    """Median wall and CPU seconds of one predictor run on a 160x160 crop, after a warm-up."""
+    from dualpm_addon import preprocess
+
+    size = preprocess.model_size(runner)
+    crop = preprocess.crop_resize(rgb, preprocess.letterbox_box(*rgb.shape[:2]), size)
+    runner.predict(crop, None)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        _, w, c = _timed(lambda: runner.predict(crop, None))
+        wall.append(w)
+        cpu.append(c)
+    return {"median_s": statistics.median(wall), "cpu_s": statistics.median(cpu)}
+
+
 def time_reconstruct(repeats: int, photo: str) -> dict:
     """`dualpm reconstruct PHOTO --out DIR [--fit M]` in a fresh process, the methods taking turns:
     per method the wall times and the JSON's stage timings of each run."""
@@ -169,17 +184,26 @@ def time_reconstruct(repeats: int, photo: str) -> dict:
         for i in range(repeats):
             for m, flags in variants.items():
                 out = os.path.join(tmp, f"{m}{i}")
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _children_cpu()
                 proc = subprocess.run([exe, "reconstruct", photo, "--out", out, *flags], capture_output=True,
                                       text=True, cwd=ROOT, timeout=300)
-                wall = time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
                 if proc.returncode != 0:
                     raise RuntimeError(f"dualpm reconstruct --fit {m} failed: {proc.stderr.strip()[-500:]}")
                 stem = os.path.splitext(os.path.basename(photo))[0]
                 with open(os.path.join(out, f"{stem}.json")) as f:
                     timings = json.load(f)["timings_s"]
-                runs[m].append({"wall_s": wall, "timings_s": timings})
+                runs[m].append({"wall_s": wall, "cpu_s": cpu, "timings_s": timings})
     return runs
+
+
+def _children_cpu() -> float:
+    """User + system seconds of every finished child process and theirs (the server included:
+    the command waits for it), on all cores together."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _median(values) -> float:
@@ -224,6 +248,7 @@ def rows_from(fits: dict, segs: dict, e2e: dict | None, common: dict) -> list[di
                      "pass": s["median_s"] <= SEGMENTER_LIMIT_S, **common})
     if e2e:
         med = {m: _median([r["wall_s"] for r in runs]) for m, runs in e2e.items()}
+        cpu = {m: round(_median([r["cpu_s"] for r in runs]), 3) for m, runs in e2e.items()}
         stages = {}
         for m, runs in e2e.items():
             keys = sorted({k for r in runs for k in r["timings_s"]})
@@ -234,15 +259,16 @@ def rows_from(fits: dict, segs: dict, e2e: dict | None, common: dict) -> list[di
                               f"{len(e2e['photo'])})", "value": round(med["photo"], 3), "unit": "s",
                      "limit": RECONSTRUCT_LIMIT_S, "pass": med["photo"] <= RECONSTRUCT_LIMIT_S,
                      "peer_value": round(med["points"], 3), "peer_label": "--fit points",
-                     "ratio": round(med["photo"] / med["points"], 2), "stages_s": stages["photo"],
+                     "ratio": round(med["photo"] / med["points"], 2), "cpu_s": cpu["photo"],
+                     "peer_cpu_s": cpu["points"], "stages_s": stages["photo"],
                      "peer_stages_s": stages["points"], **common})
         rows.append({"name": f"dualpm reconstruct {E2E_PHOTO} end to end, --fit points (median of "
                               f"{len(e2e['points'])})", "value": round(med["points"], 3), "unit": "s",
-                     "stages_s": stages["points"], **common})
+                     "cpu_s": cpu["points"], "stages_s": stages["points"], **common})
         rows.append({"name": f"dualpm reconstruct {E2E_PHOTO} end to end, --fit photo --in-process (median of "
                               f"{len(e2e['photo_in_process'])})", "value": round(med["photo_in_process"], 3),
                      "unit": "s", "limit": RECONSTRUCT_LIMIT_S, "pass": med["photo_in_process"] <= RECONSTRUCT_LIMIT_S,
-                     "stages_s": stages["photo_in_process"], **common})
+                     "cpu_s": cpu["photo_in_process"], "stages_s": stages["photo_in_process"], **common})
     return rows
 
 
@@ -264,13 +290,18 @@ def run(quick: bool = False, end_to_end: bool = True) -> list[dict]:
     if render is not None:
         images["render"] = render
     segs = time_segmenter(seg, images, 3 if quick else 10)
+    predictor = time_predictor(runner, items[0][2], 3 if quick else 10)
     e2e = None
     photo = os.path.join(ROOT, ".cache", "photos", E2E_PHOTO)
     if end_to_end and os.path.isfile(photo):
         say("dualpm reconstruct end to end")
         e2e = time_reconstruct(1 if quick else 3, photo)
     common = {"machine": machine(), "load_average": round((load_before + os.getloadavg()[0]) / 2, 2)}
-    return rows_from(fits, segs, e2e, common)
+    rows = rows_from(fits, segs, e2e, common)
+    rows.append({"name": "predictor, one 160x160 run in process (median; pass 1, the agreement check and pass 2 "
+                         "each take one)", "value": round(predictor["median_s"], 3), "unit": "s",
+                 "cpu_s": round(predictor["cpu_s"], 3), **common})
+    return rows
 
 
 def main(argv=None) -> int:
