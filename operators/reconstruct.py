@@ -170,8 +170,12 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
     report("inference", 0.0)
     t0 = time.perf_counter()
     template = session.template()
-    # The fit's template index (~0.2 s, once per session) builds while the server starts.
-    warm = threading.Thread(target=core("pipeline").fit_context, args=(template,), daemon=True)
+    # The fit's template index and the character mesh (~0.2 s each, once per session) build
+    # while the server starts.
+    # Modules are imported here, on the main thread: the thread only computes.
+    character = (core("character"), core("character.instance")) if request.settings.get(
+        "character", "character") == "character" else None
+    warm = threading.Thread(target=_warm, args=(template, character), daemon=True)
     warm.start()
     try:
         predictor.start()
@@ -184,6 +188,14 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
     if timings is not None:
         timings["server_start"] = time.perf_counter() - t0
     return predictor
+
+
+def _warm(template, character) -> None:
+    """What the fit and the character (`character`: its package and instance module, or None)
+    need from the template alone, built once per session."""
+    core("pipeline").fit_context(template)
+    if character is not None:
+        character[1].texels(character[0].load_character(template))
 
 
 def build_scene(context, request: PhotoRequest, rec, point_size: float | None = None,

@@ -70,15 +70,12 @@ def cover(tri: np.ndarray, size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def nearest(pixel: np.ndarray, depth: np.ndarray, count: int) -> np.ndarray:
-    """(N,) bool: for each pixel index, the one entry of least depth (ties: the first)."""
+    """(N,) bool: for each pixel index, the entries of least depth (all of a tie)."""
     if not len(pixel):
         return np.zeros(0, bool)
-    order = np.lexsort((depth, pixel))
-    first = np.ones(len(order), bool)
-    first[1:] = pixel[order][1:] != pixel[order][:-1]
-    keep = np.zeros(len(pixel), bool)
-    keep[order[first]] = True
-    return keep
+    best = np.full(int(count), np.inf)
+    np.minimum.at(best, pixel, depth)
+    return depth <= best[pixel]
 
 
 def zbuffer(vertices_cam: np.ndarray, faces: np.ndarray, intrinsics: np.ndarray, size):
