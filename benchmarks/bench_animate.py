@@ -141,8 +141,8 @@ def run(quick: bool = False, strip: str | None = None) -> list[dict]:
                      "target": FPS, "ratio": round(n / wall / FPS, 3)})
         rows.append({"name": "real-time factor (clip length / wall time)", "value": round(clip_s / wall, 3),
                      "unit": "x", "target": 1.0, "ratio": round(clip_s / wall, 3)})
-        rows.append({"name": "fps reported in NAME.json (command's own clock)", "value": s["speed"]["frames_per_second"],
-                     "unit": "fps"})
+        rows.append({"name": "fps reported in NAME.json (command's own clock)",
+                     "value": s["speed"]["frames_per_second"], "unit": "fps"})
         outputs = sum(t.get(k, 0.0) for k in ("write_clip_video", "scene", "write_blend", "write_glb", "write_bvh",
                                               "write_preview"))
         start = wall - t["total"] + t.get("import_bpy", 0.0) + t.get("predictor_start", 0.0)

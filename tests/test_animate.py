@@ -18,7 +18,8 @@ from . import video_fixtures as vf
 from .conftest import ROOT
 
 pytest.importorskip("av")
-pytestmark = pytest.mark.skipif(not (os.path.isfile(vf.CAT) and os.path.isfile(os.path.join(ROOT, "assets", "dualpm.onnx"))),
+MODEL = os.path.join(ROOT, "assets", "dualpm.onnx")
+pytestmark = pytest.mark.skipif(not (os.path.isfile(vf.CAT) and os.path.isfile(MODEL)),
                                 reason="run scripts/setup.sh (photos, model)")
 
 DUALPM = os.path.join(ROOT, ".venv", "bin", "dualpm")

@@ -13,8 +13,8 @@
 
 `start`/`end` are seconds on the source's clock (for a sequence: frame index / its rate), `fps`
 resamples: for each tick of 1/fps the first source frame within half a source frame of it is kept
-(the nearest, give or take; frames are never made up, so `fps` may not exceed the source's rate). An image sequence has no clock: it
-plays at `fps` (default SEQUENCE_FPS), one frame per tick.
+(the nearest, give or take; frames are never made up, so `fps` may not exceed the source's rate).
+An image sequence has no clock: it plays at `fps` (default SEQUENCE_FPS), one frame per tick.
 
 Frames larger than MAX_SIDE on their longer side are decoded at a reduced size (FFmpeg's area
 scaler, so a 4K clip costs what a small one does after decoding and is never refused): the model
@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 
@@ -292,7 +291,8 @@ def _read_video(path, start, end, fps, max_side, max_frames, report, cancelled) 
                     raise Cancelled("cancelled")
         except av.FFmpegError as e:
             where = f"after {times[-1]:.3f} s" if times else "at its first frame"
-            raise DualPMError(f"{name}: corrupt or truncated video, decoding failed {where} ({_first_line(e)})") from None
+            raise DualPMError(f"{name}: corrupt or truncated video, decoding failed {where} "
+                              f"({_first_line(e)})") from None
         if not frames:
             if decoded == 0:
                 raise DualPMError(f"{name}: the video stream has no frames")
@@ -398,7 +398,3 @@ def frame_masks(clip: Clip, mask_dir: str | None) -> tuple[list, list]:
         paths.append(p)
     return masks, paths
 
-
-def fraction_time(clip: Clip) -> Fraction:
-    """The clip's frame duration as a fraction (for encoders' time bases)."""
-    return Fraction(1) / Fraction(clip.fps).limit_denominator(100000)
