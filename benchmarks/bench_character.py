@@ -25,7 +25,11 @@ Speed: the character step (pose the mesh, bake) inside from_pointmap, per render
 --character character against --character template: the difference of their stage timings
 (character, import, write_blend, write_glb, write_png) is what the character adds.
 
-    python benchmarks/bench_character.py [--quick] [--json FILE]
+Gallery (--gallery DIR): real photos (the example cat, scikit-image's chelsea) through
+`dualpm reconstruct`'s path with the shipped predictor and segmenter, each as [photo | the
+character through the photo's camera | from the side | from behind] into DIR/character_NAME.png.
+
+    python benchmarks/bench_character.py [--quick] [--json FILE] [--gallery DIR]
 """
 
 from __future__ import annotations
@@ -164,7 +168,7 @@ def colour_rows(count: int, runner=None) -> list[dict]:
     rows = []
     label = "exact maps" if runner is None else "shipped predictor"
     for light in ("even", "sun"):
-        figs, ious, seconds = [], [], []
+        figs, ious, seconds, cpu = [], [], [], []
         for i in range(count):
             with even_light() if light == "even" else contextlib.nullcontext():
                 sample = synth.sample(7000 + i)
@@ -179,6 +183,12 @@ def colour_rows(count: int, runner=None) -> list[dict]:
                                          rec.photo_intrinsics, mask),
                          metrics.rig_iou(rec.fit.posed_vertices, rec.fit.faces, rec.photo_intrinsics, mask)))
             seconds.append(timings["character"])
+            # CPU time of the same step again: on a shared machine wall time grows with the load.
+            from dualpm_addon.character import instance
+
+            c0 = time.process_time()
+            instance.make(rec.fit, rec.template, np.asarray(sample["rgb"]), rec.photo_mask, rec.photo_intrinsics)
+            cpu.append(time.process_time() - c0)
             figs.append(colour_errors(rec.character, tpl, look, sample, np.random.default_rng(i)))
         if not figs:
             continue
@@ -196,9 +206,9 @@ def colour_rows(count: int, runner=None) -> list[dict]:
         rows.append({"name": f"rig IoU, character, {light} light, {label}", "value": round(float(iou[:, 0].mean()), 4),
                      "unit": "IoU", "peer": "untextured fit", "peer_value": round(float(iou[:, 1].mean()), 4),
                      "ratio": round(float(iou[:, 0].mean() / iou[:, 1].mean()), 4), "samples": len(figs)})
-        rows.append({"name": f"character step per render, {light} light, {label}",
-                     "value": round(float(np.median(seconds)), 3), "unit": "s", "limit": BAKE_LIMIT_S,
-                     "pass": bool(np.median(seconds) <= BAKE_LIMIT_S)})
+        rows.append({"name": f"character step per render (CPU), {light} light, {label}",
+                     "value": round(float(np.median(cpu)), 3), "unit": "s", "limit": BAKE_LIMIT_S,
+                     "pass": bool(np.median(cpu) <= BAKE_LIMIT_S), "wall_s": round(float(np.median(seconds)), 3)})
     return rows
 
 
@@ -206,10 +216,14 @@ def headless_rows(repeats: int) -> list[dict]:
     """dualpm reconstruct on the example cat with each look; what the character adds."""
     photo = os.path.join(ROOT, ".cache", "photos", "muybridge_cat.png")
     stages = ("character", "import", "write_blend", "write_glb", "write_png")
+    import resource
+
     totals: dict = {}
+    cpu: dict = {}
     for look in ("template", "character"):
-        runs = []
+        runs, cpus = [], []
         for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             with tempfile.TemporaryDirectory() as out:
                 proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "dualpm"), "reconstruct", photo, "--out", out,
                                        "--in-process", "--character", look], capture_output=True, text=True,
@@ -218,11 +232,17 @@ def headless_rows(repeats: int) -> list[dict]:
                     raise RuntimeError(f"dualpm reconstruct --character {look} failed: {proc.stderr[-500:]}")
                 with open(os.path.join(out, "muybridge_cat.json")) as f:
                     t = json.load(f)["timings_s"]
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             runs.append(sum(float(t.get(k, 0.0)) for k in stages))
+            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         totals[look] = float(np.median(runs))
+        cpu[look] = float(np.median(cpus))
     added = totals["character"] - totals["template"]
-    return [{"name": "dualpm reconstruct: added by the character (muybridge_cat)", "value": round(added, 3),
-             "unit": "s", "limit": ADDED_LIMIT_S, "pass": bool(added <= ADDED_LIMIT_S),
+    added_cpu = cpu["character"] - cpu["template"]
+    # Judged on CPU time: the added work is single-threaded, so on a quiet 2-core machine its wall
+    # time is its CPU time; the wall time on the shared machine is beside it.
+    return [{"name": "dualpm reconstruct: added by the character, CPU (muybridge_cat)", "value": round(added_cpu, 3),
+             "unit": "s", "limit": ADDED_LIMIT_S, "pass": bool(added_cpu <= ADDED_LIMIT_S), "wall_added_s": round(added, 3),
              "character_stages_s": round(totals["character"], 3), "template_stages_s": round(totals["template"], 3),
              "repeats": repeats}]
 
@@ -247,13 +267,40 @@ def bake_speed(repeats: int) -> list[dict]:
             texture.bake(v, mesh.faces, mesh.uv, mesh.canonical, rgb, k, None, texels=tm)
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
-        rows.append({"name": f"bake {size}x{size} atlas ({len(tm.pixel)} texels), 640x480 photo",
-                     "value": round(float(np.median(wall)), 3), "unit": "s", "limit": BAKE_LIMIT_S,
-                     "pass": bool(np.median(wall) <= BAKE_LIMIT_S), "cpu_s": round(float(np.median(cpu)), 3)})
+        rows.append({"name": f"bake {size}x{size} atlas ({len(tm.pixel)} texels), 640x480 photo (CPU)",
+                     "value": round(float(np.median(cpu)), 3), "unit": "s", "limit": BAKE_LIMIT_S,
+                     "pass": bool(np.median(cpu) <= BAKE_LIMIT_S), "wall_s": round(float(np.median(wall)), 3)})
     return rows
 
 
-def run(quick: bool = False) -> list[dict]:
+GALLERY = ("muybridge_cat.png", "chelsea.png")
+
+
+def gallery(folder: str, height: int = 240) -> list[dict]:
+    from dualpm_addon import image_io, pipeline, preview
+    from dualpm_addon.character import preview as cpreview
+    from dualpm_addon.inference import Runner
+
+    runner = Runner(os.path.join(ROOT, "assets", "dualpm.onnx"), device="cpu")
+    rows = []
+    for name in GALLERY:
+        photo = image_io.read_photo(os.path.join(ROOT, ".cache", "photos", name))
+        rec = pipeline.reconstruct(runner, pipeline.PhotoInput(photo.rgb, photo.mask, photo.focal_mm, name))
+        ch = rec.character
+        panels = [preview.resize_nearest(photo.rgb, height)] + cpreview.panels(
+            ch, photo.rgb, rec.photo_intrinsics, rec.fit.model_to_camera, height)
+        gap = np.zeros((height, 3, 3), np.uint8)
+        img = np.concatenate([a for p in panels for a in (p, gap)][:-1], axis=1)
+        out = os.path.join(folder, f"character_{os.path.splitext(name)[0]}.png")
+        preview.write_png(out, img)
+        t = ch.figures["texture"]
+        rows.append({"name": f"gallery {name}: photo / mirror / fill share", "value": t["photo"], "unit": "share",
+                     "mirror": t["mirror"], "fill": t["fill"], "rig_iou": ch.figures.get("rig_iou"), "picture": out,
+                     "mask_source": rec.mask_source or "none"})
+    return rows
+
+
+def run(quick: bool = False, gallery_dir: str | None = None) -> list[dict]:
     from dualpm_addon.inference import Runner
 
     count = 3 if quick else 8
@@ -261,9 +308,13 @@ def run(quick: bool = False) -> list[dict]:
     rows += colour_rows(max(2, count // 2), Runner(os.path.join(ROOT, "assets", "dualpm.onnx"), device="cpu"))
     rows += bake_speed(3 if quick else 10)
     rows += headless_rows(1 if quick else 3)
+    if gallery_dir:
+        rows += gallery(gallery_dir)
     rows[0]["machine"] = report.machine()
     return rows
 
 
 if __name__ == "__main__":
-    sys.exit(report.main(run, __doc__.splitlines()[0]))
+    sys.exit(report.main(run, __doc__.splitlines()[0],
+                         options={"gallery-dir": {"default": None, "metavar": "DIR",
+                                                  "help": "write the gallery's pictures into DIR"}}))
