@@ -86,3 +86,23 @@ def test_photo_fit_lands_on_a_lying_or_sitting_animal(authored_renders):
         f = fs.fit_to_photo(pts, a["intrinsics"], mask, ctx, focal_known=True)
         iou = metrics.rig_iou(f.posed_vertices, f.faces, f.intrinsics, mask)
         assert iou >= 0.75, (str(a["clip"]), iou, f.photo["hypothesis"])
+
+
+def test_lying_and_sitting_are_modes_of_the_pose_prior(horse):
+    """The prior term centred on an authored pose costs nothing there, and the clips' Gaussian
+    would have charged it heavily (the reason the fit kept standing rigs for lying animals)."""
+    from dualpm_addon.fitting import terms
+    from dualpm_addon.fitting.chain import ChainModel
+    from dualpm_addon.rotations import matrix_to_quat, quat_to_axis_angle
+
+    ctx = fs.prepare()
+    free = np.nonzero(~ctx.fixed)[0]
+    model = ChainModel(ctx, free, np.tile(np.eye(3), (horse.skeleton.num_joints, 1, 1)), photo=True)
+    term = terms.PosePriorTerm(model, 1.0)
+    assert {"lying_belly", "lying_tucked", "sitting", "lying_side"} <= hypotheses.prior_modes()
+    for name, local, _ in poses.authored_poses(horse.skeleton):
+        aa = quat_to_axis_angle(matrix_to_quat(local))
+        x = np.zeros(model.n_params)
+        x[7:model.col_scale] = aa[free].ravel()
+        assert np.abs(term.centred(aa).residuals(x)).max() < 1e-9
+        assert np.linalg.norm(term.residuals(x)) > 5.0, name  # several sigma from the clips' mean

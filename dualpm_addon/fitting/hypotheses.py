@@ -53,3 +53,12 @@ def pose_hypotheses(template) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
     return [(n, r, np.eye(3)) for n, r in clip_poses(template)] + authored_poses(template.skeleton)
 
+
+
+def prior_modes() -> set[str]:
+    """The starting poses that are modes of their own in the pose prior (terms.PosePriorTerm.centred):
+    the authored ones and lying on the side. The clips' Gaussian is centred near standing, so
+    without its own mode a lying animal's fit would be pulled back up toward standing."""
+    from .poses import AUTHORED
+
+    return {p.name for p in AUTHORED} | {"lying_side"}

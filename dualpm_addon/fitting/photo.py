@@ -180,20 +180,26 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     solved = []
     for name, x0, fixed in starts:
         sol = _root_solve(objective, model, x0, fixed, options)
-        solved.append((sol.cost, name, sol.x, fixed))
+        solved.append((sol.cost, name, sol.x, fixed, objective))
     solved.sort(key=lambda s: s[0])
     if options.hypotheses:
         poses = hypotheses.pose_hypotheses(template)
+        modes = hypotheses.prior_modes()
         centre_rest = _rest_centre(template)
-        for _, base, xb, _ in solved[:options.pose_roots]:
+        for _, base, xb, _, _ in solved[:options.pose_roots]:
             for pname, local, tilt in poses:
                 x0 = _tilted(xb, tilt, np.exp(xb[6]) * centre_rest)
-                x0[7:model.col_scale] = quat_to_axis_angle(matrix_to_quat(local[model.free])).ravel()
+                aa = quat_to_axis_angle(matrix_to_quat(local))
+                x0[7:model.col_scale] = aa[model.free].ravel()
                 fixed = model.fixed_rot.copy()
                 still = np.setdiff1d(np.arange(len(fixed)), model.free)
                 fixed[still] = np.where(ctx.fixed[still, None, None], fixed[still], local[still])
-                sol = _root_solve(objective, model, x0, fixed, options)
-                solved.append((sol.cost, f"{base}+{pname}", sol.x, fixed))
+                # A lying or sitting pose is its own mode of the pose prior: held by its
+                # component, not pulled back toward the clips' mean standing pose.
+                obj = [t.centred(aa) if isinstance(t, terms.PosePriorTerm) else t for t in objective] \
+                    if pname in modes else objective
+                sol = _root_solve(obj, model, x0, fixed, options)
+                solved.append((sol.cost, f"{base}+{pname}", sol.x, fixed, obj))
         model.set_fixed(starts[0][2])
         solved.sort(key=lambda s: s[0])
     timings["hypotheses"] = time.perf_counter() - tic
@@ -201,12 +207,12 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     # -- refinement of the best --------------------------------------------------------------
     tic = time.perf_counter()
     best = None
-    for c0, name, x0, fixed in solved[:options.refined]:
+    for c0, name, x0, fixed, obj in solved[:options.refined]:
         model.set_fixed(fixed)
-        sol = solver.levenberg_marquardt(objective, x0, options.final_iterations, options.tol)
+        sol = solver.levenberg_marquardt(obj, x0, options.final_iterations, options.tol)
         if best is None or sol.cost < best[0].cost:
-            best = (sol, name, fixed)
-    sol, name, fixed = best
+            best = (sol, name, fixed, obj)
+    sol, name, fixed, objective = best
     model.set_fixed(fixed)
     timings["solve"] = time.perf_counter() - tic
     out = finish(st, p, q, sol.x, sol, fo, timings)

@@ -1,6 +1,7 @@
 """Priors: plain squares (a robust loss would let a bad pose escape its prior), linear in x.
 
-PosePriorTerm  the learnt Gaussian on each free joint's axis-angle (prior.PosePrior)
+PosePriorTerm  the learnt Gaussian on each free joint's axis-angle (prior.PosePrior), or the
+               same Gaussian centred on an authored pose (a component of the mixture)
 ScalePrior     bone-length log scales near 0 (template proportions)
 FocalPrior     the focal length near the EXIF or default one
 ThicknessPrior per-part thickness log scales near 0
@@ -40,6 +41,17 @@ class PosePriorTerm(_Linear):
         for f, j in enumerate(free):
             blocks[3 * f:3 * f + 3, 3 * f:3 * f + 3] = weight * prior.whiten[j]
         super().__init__(model, np.arange(7, model.col_scale), blocks, prior.mean[free].ravel())
+
+    def centred(self, mean: np.ndarray) -> "PosePriorTerm":
+        """The same Gaussian moved to another mode: `mean` (J, 3) axis-angle per joint (the free
+        joints' rows are used). The pose prior is a mixture, the clips' Gaussian and one
+        component per authored pose (fitting/poses.py) with the same covariance; a fit started
+        from an authored pose is held by that pose's component."""
+        import copy
+
+        out = copy.copy(self)
+        out.mean = np.asarray(mean, dtype=np.float64)[self.model.free].ravel()
+        return out
 
 
 class ScalePrior(_Linear):
