@@ -145,21 +145,24 @@ def _moved_camera(w2c0, k0, path, kind: str, s: float, orbit_deg: float, pan_deg
     return r @ w2c0, k
 
 
-def still_photo_clip(rgb: np.ndarray, count: int = 12, pan: float = 0.12, zoom: float = 1.3,
+def still_photo_clip(rgb: np.ndarray, count: int = 12, pan: float = 0.08, zoom: float = 1.2,
                      out_size: tuple[int, int] | None = None, mask: np.ndarray | None = None):
-    """Frames (list of (H', W', 3) uint8, and masks when `mask` is given) of a camera panning and
-    zooming over one still photo: crop boxes that slide by `pan` of the photo's width and shrink
-    to 1/zoom, resampled to `out_size` (W, H; default: the first crop's size). A crop of a photo
-    is what a turning, zooming camera sees (the same centre of projection)."""
+    """Frames (list of (S, S, 3) uint8, and masks when `mask` is given) of a camera panning and
+    zooming over one still photo: square crops that start at 95 % of the photo's shorter side,
+    shrink to 1/zoom of it and swing sideways by up to `pan` of its width and back (kept inside
+    the photo where it has room), resampled to out_size[0] pixels (default: the first crop's
+    side). A crop of a photo is what a turning, zooming camera sees (the same centre of
+    projection)."""
     from dualpm_addon.preprocess import crop_resize, crop_resize_mask
 
     h, w = rgb.shape[:2]
-    side0 = 0.8 * min(h, w)
+    side0 = 0.95 * min(h, w)
     frames, masks = [], []
     for i in range(count):
         s = i / max(count - 1, 1)
         side = side0 / (1 + (zoom - 1) * s)
-        cx = w / 2 + pan * w * (np.sin(np.pi * s) - 0.5) * 0.5
+        cx = w / 2 + pan * w * np.sin(np.pi * s)
+        cx = float(np.clip(cx, side / 2, w - side / 2)) if w >= side else w / 2
         cy = h / 2
         box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
         n = int(out_size[0]) if out_size else int(round(side0))

@@ -34,7 +34,7 @@ def independent_fits(frames: list, template=None, options=None) -> dict:
         for t, pm in enumerate(frames):
             tic = time.perf_counter()
             fr = None if pm is None else observe(pm, t, ctx, _photo_options(options, pm), options.place_camera,
-                                                 options.seed + t)
+                                                 options.seed + t, max_points=None)
             if fr is not None:
                 fit = fit_to_photo(fr.points, fr.k_crop, fr.mask, ctx, _photo_options(options, pm),
                                    focal_known=fr.focal_known)

@@ -40,11 +40,13 @@ class ClipOptions:
         is replaced by pose_weight_exact / pose_weight_predicted by the kind of map.
     fps: frames per second of the clip (contact speeds are per second).
     keyframes: frames the shape is solved on; shape_iterations: LM iterations of that solve.
-    track_iterations: LM iterations per frame while tracking.
+    track_iterations: LM iterations per frame while tracking; joint_velocity_gain: the share of
+        the joints' (and the root rotation's) last velocity a frame's start goes on with.
     window, overlap: frames solved together, and frames of the previous window held as their
         boundary; window_iterations: LM iterations per window (0: no temporal solve).
     angle_acceleration_weight, angle_velocity_weight: joint angle smoothness (radians per
-        frame^2 and per frame), against the data terms; root_acceleration_weight,
+        frame^2 and per frame), against the data terms, on exact maps; *_predicted: on a
+        predictor's maps, whose noise needs more (as the pose prior does); root_acceleration_weight,
         root_velocity_weight: the root's (translation in body lengths, rotation in radians).
     contact_weight: a foot in contact stays put (body lengths per frame).
     min_rig_iou: a frame whose rig covers its mask less than this is lost (bridged).
@@ -59,11 +61,14 @@ class ClipOptions:
     keyframes: int = 5
     shape_iterations: int = 8
     track_iterations: int = 4
+    joint_velocity_gain: float = 0.5
     window: int = 8
     overlap: int = 2
     window_iterations: int = 3
     angle_acceleration_weight: float = 3.0
     angle_velocity_weight: float = 0.3
+    angle_acceleration_weight_predicted: float = 10.0
+    angle_velocity_weight_predicted: float = 10.0
     root_acceleration_weight: float = 10.0
     root_velocity_weight: float = 0.3
     contact_weight: float = 30.0
@@ -204,7 +209,7 @@ def _check(cancelled):
 
 def _fit_clip(cands, template, ctx, options: ClipOptions, report, cancelled) -> ClipFit:
     from . import shape, track, window
-    from .frame import SharedSamples, observe
+    from .frame import SharedSamples, exact_confidence, observe
 
     timings = {}
     n = len(cands)
@@ -238,7 +243,8 @@ def _fit_clip(cands, template, ctx, options: ClipOptions, report, cancelled) -> 
     tic = time.perf_counter()
     contacts = np.zeros((n, len(window.FEET)), dtype=bool)
     if options.window_iterations > 0:
-        contacts = window.smooth(model, samples, tr, options, report, cancelled)
+        exact = all(exact_confidence(f.pm) for f in tr.frames if f is not None)
+        contacts = window.smooth(model, samples, tr, options, report, cancelled, exact)
     timings["smooth"] = time.perf_counter() - tic
 
     tic = time.perf_counter()

@@ -26,6 +26,7 @@ from ..fitting.support import stratified
 from ..fitting.terms.silhouette import mask_samples
 
 MIN_POINTS = 50  # as pipeline.MIN_POINTS: fewer kept points and the frame shows no animal
+MAX_POINTS = 4000  # kept points a frame's fits see (subsample)
 
 
 @dataclass
@@ -61,6 +62,17 @@ class Frame:
         k[0, 0] *= focal_factor
         k[1, 1] *= focal_factor
         return camera.uncrop_intrinsics(k, self.box, (self.size, self.size))
+
+
+def subsample(points: dict, n: int, rng) -> dict:
+    """At most n of the kept points (a random subset, in their order): a frame keeps thousands,
+    the photo fit looks at a few hundred of them, and matching them all to the template is the
+    photo fit's largest cost."""
+    m = len(points["P"])
+    if m <= n:
+        return points
+    keep = np.sort(rng.choice(m, n, replace=False))
+    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == m else v) for k, v in points.items()}
 
 
 def exact_confidence(pm: dict) -> bool:
@@ -111,9 +123,9 @@ def visible_subset(points: dict, ctx, k_nearest: int, n: int, rng):
 
 
 def observe(pm: dict, index: int, ctx, options: PhotoOptions, place_camera: bool = True, seed: int = 0,
-            budget: FrameBudget | None = None) -> Frame | None:
+            budget: FrameBudget | None = None, max_points: int | None = MAX_POINTS) -> Frame | None:
     """The frame's evidence, or None where it shows no animal to fit (too few points, Q off the
-    template, points on too few bones)."""
+    template, points on too few bones). max_points: the kept points it looks at (None: all)."""
     from dataclasses import replace
     from ..fit_camera import fit_camera
     from ..pipeline import photo_grid_mask
@@ -123,6 +135,8 @@ def observe(pm: dict, index: int, ctx, options: PhotoOptions, place_camera: bool
                                   -np.inf if exact else pointmap.CONFIDENCE_THRESHOLD)
     if len(pts["P"]) < MIN_POINTS:
         return None
+    if max_points is not None:
+        pts = subsample(pts, max_points, np.random.default_rng([seed, 0x5B]))
     k = np.asarray(pm["intrinsics"], dtype=np.float64)
     size = int(np.asarray(pm["P"]).shape[1])
     h, w = (int(v) for v in np.asarray(pm.get("photo_size", (size, size))))

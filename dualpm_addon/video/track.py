@@ -128,11 +128,11 @@ def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, 
         x_pred = keyx[t].copy() if t in keyx else tr.x[start].copy()
     else:
         x_pred = tr.x[prev].copy()
-        if prev2 is not None:  # motion goes on at its last pace per frame: the root's fully, the joints' half
+        if prev2 is not None:  # motion goes on at its last pace per frame: the root's fully, the joints' in part
             v = (tr.x[prev] - tr.x[prev2]) * (t - prev) / (prev - prev2)
             x_pred[3:6] += v[3:6]
-            x_pred[0:3] += 0.5 * v[0:3]
-            x_pred[7:model.col_scale] += 0.5 * v[7:model.col_scale]
+            x_pred[0:3] += options.joint_velocity_gain * v[0:3]
+            x_pred[7:model.col_scale] += options.joint_velocity_gain * v[7:model.col_scale]
     built = []
     for fr in obs[t][: 1 if first_choice else None]:
         po = _photo_options(options, fr.pm)

@@ -67,13 +67,16 @@ def detect(model, xs: np.ndarray, tracked: np.ndarray, fps: float) -> np.ndarray
     return out
 
 
-def coupling_terms(model, blocks, contacts_in_window, options, body_length: float, nz: int) -> list:
+def coupling_terms(model, blocks, contacts_in_window, options, body_length: float, nz: int,
+                   exact: bool = False) -> list:
     joints = params.rotation_columns(model)
     root_t = np.arange(3, 6)
     scale_t = np.full(3, 1.0 / body_length)
     out = []
-    for cols, order, w, cs in ((joints, 2, options.angle_acceleration_weight, None),
-                               (joints, 1, options.angle_velocity_weight, None),
+    acc = options.angle_acceleration_weight if exact else options.angle_acceleration_weight_predicted
+    vel = options.angle_velocity_weight if exact else options.angle_velocity_weight_predicted
+    for cols, order, w, cs in ((joints, 2, acc, None),
+                               (joints, 1, vel, None),
                                (np.arange(0, 3), 2, options.root_acceleration_weight, None),
                                (np.arange(0, 3), 1, options.root_velocity_weight, None),
                                (root_t, 2, options.root_acceleration_weight, scale_t),
@@ -89,8 +92,9 @@ def coupling_terms(model, blocks, contacts_in_window, options, body_length: floa
     return out
 
 
-def smooth(model, samples, tr, options, report, cancelled) -> np.ndarray:
-    """Refine tr.x in place over windows; returns the contacts (T, K)."""
+def smooth(model, samples, tr, options, report, cancelled, exact: bool = False) -> np.ndarray:
+    """Refine tr.x in place over windows; returns the contacts (T, K). exact: the maps are
+    ground truth (the lighter smoothing)."""
     from .fit import _check
     from .track import bridge
 
@@ -121,7 +125,7 @@ def smooth(model, samples, tr, options, report, cancelled) -> np.ndarray:
         nz = (b - a) * npose
         z0 = np.concatenate([tr.x[t][pose] for t in range(a, b)])
         span = fixed + list(range(a, b))
-        coupling = coupling_terms(model, blocks, contacts[span], options, body_length, nz)
+        coupling = coupling_terms(model, blocks, contacts[span], options, body_length, nz, exact)
         sol = stacked.solve(blocks, coupling, z0, options.window_iterations, options.photo.tol)
         for i, t in enumerate(range(a, b)):
             tr.x[t] = blocks[len(fixed) + i].x(sol.z)
