@@ -3,6 +3,9 @@
     dualpm animate VIDEO --out DIR [--start S] [--end S] [--fps N] [--mask-dir DIR] [--bvh-out FILE]
                    [--server URL --token T] [--device auto|cpu|cuda] [--model FILE] [--no-preview]
 
+    blender -b --python-expr "import sys, bl_ext.user_default.dualpm.operators.animate_headless as a; \\
+        sys.exit(a.main(['clip.mp4', '--out', 'out']))"
+
 VIDEO: a video file (mp4, mov, webm, mkv, ...), a folder of images, or a printf pattern
 (frames/%04d.png); see dualpm_addon/video/decode.py. NAME is its stem. Writes, in DIR:
 
@@ -250,3 +253,19 @@ def _version() -> str:
     from ._core import package
 
     return package().__version__
+
+
+def main(argv=None) -> int:
+    """Entry point for Blender's own Python, where the extension is installed:
+
+        blender -b --python-expr "import sys, bl_ext.user_default.dualpm.operators.animate_headless as a; \\
+            sys.exit(a.main(['clip.mp4', '--out', 'out']))"
+    """
+    parser = argparse.ArgumentParser(prog="dualpm animate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except core("errors").DualPMError as e:
+        print(f"dualpm animate: error: {e}", file=sys.stderr)
+        return 2

@@ -66,11 +66,19 @@ def test_button_in_blender_5_modal_progress_and_cancel(videos, tmp_path):
 
 
 @pytest.mark.blender42
-def test_button_in_blender_4_2(videos, tmp_path):
-    r = _scenario("4.2", videos, tmp_path)
+def test_button_and_command_in_blender_4_2(videos, tmp_path):
+    out = tmp_path / "out"
+    r = _scenario("4.2", videos, tmp_path, "--headless", str(out))
     assert r["blender"].startswith("4.2")
     sync = r["sync"]
     assert sync["result"] == ["FINISHED"]
     _check_scene(sync["info"])
     assert not sync["info"]["slotted"]
     assert sync["broken"]["raised"] and sync["broken"]["new_collections"] == []
+    # The command inside Blender 4.2 (blender -b --python-expr ... animate_headless.main([...])).
+    assert r["headless"] == {"exit": 0, "broken_exit": 2}
+    assert sorted(os.listdir(out)) == ["broken.json"] + sorted(f"cat.{e}" for e in ("blend", "bvh", "clip.mp4",
+                                                                                  "glb", "json"))
+    s = json.loads((out / "cat.json").read_text())
+    assert s["status"] == "ok" and len(s["per_frame"]) == FRAMES
+    assert json.loads((out / "broken.json").read_text())["status"] == "failed"

@@ -2,10 +2,11 @@
 enabled from the working tree (a local extension repository linking it, as a developer installs
 it), ONNX Runtime in process and the shipped model.
 
-    python tests/video_operator_scenario.py OUT.json VIDEO BROKEN_VIDEO [--modal]
+    python tests/video_operator_scenario.py OUT.json VIDEO BROKEN_VIDEO [--modal] [--headless OUTDIR]
 
 Background mode runs the operator synchronously (execute); with --modal the modal steps are
-driven as the 0.1 s timer would (video.VideoRun: start, tick, cancel). Writes what it saw as JSON.
+driven as the 0.1 s timer would (video.VideoRun: start, tick, cancel); --headless runs
+operators/animate_headless.main inside Blender. Writes what it saw as JSON.
 """
 
 import json
@@ -135,6 +136,13 @@ def main(argv):
     report = {"blender": bpy.app.version_string, "sync": scenario_sync(video, broken)}
     if "--modal" in argv:
         report["modal"] = scenario_modal(video)
+    if "--headless" in argv:  # the command inside Blender, as `blender -b --python-expr` runs it
+        import importlib
+
+        out_dir = argv[argv.index("--headless") + 1]
+        mod = importlib.import_module(f"{ADDON}.operators.animate_headless")
+        report["headless"] = {"exit": mod.main([video, "--out", out_dir, "--no-preview"]),
+                              "broken_exit": mod.main([broken, "--out", out_dir])}
     with open(out, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, default=str)
 
