@@ -34,12 +34,13 @@ def test_one_render_gives_both_fits_and_the_limits():
     assert len(fits["maps"]) == 1, fits["skipped"]
     m = fits["maps"][0]
     assert m["hypotheses"] > 8  # facings and poses, not the 3D fit's start alone
-    assert 0 < m["fit_points_s"] < m["fit_photo_s"] and m["stage_photo_s"] > 0 and m["points"] > 100
+    # CPU time: the shared machine's load moves wall time; the photo fit does the 3D fit and more
+    assert 0 < m["fit_points_cpu_s"] < m["fit_photo_cpu_s"] and m["stage_photo_s"] > 0 and m["points"] > 100
     assert {"hypotheses", "solve"} <= set(m["photo_stages_s"])
     rows = b.rows_from(fits, b.time_segmenter(seg, {"render": rgb}, 1), None, {"machine": "test"})
     fit_row = next(r for r in rows if r["name"].startswith("fit_to_photo, all hypotheses, all maps"))
     assert fit_row["limit"] == 1.0 and fit_row["pass"] == (fit_row["value"] <= 1.0)
     assert fit_row["peer"] == "3D-only fit" and fit_row["ratio"] == pytest.approx(
-        fit_row["value"] / fit_row["peer_value"], rel=0.05)
+        fit_row["value"] / fit_row["peer_value"], rel=0.1)  # of the unrounded values
     seg_row = next(r for r in rows if r["name"].startswith("segmenter"))
     assert seg_row["limit"] == 0.5 and seg_row["value"] > 0
