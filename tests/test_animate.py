@@ -55,7 +55,7 @@ def test_writes_every_output_and_the_figures(animated):
     assert s["fit"]["frames_tracked"] + s["fit"]["frames_bridged"] == FRAMES
     speed = s["speed"]
     assert speed["frames"] == FRAMES and speed["frames_per_second"] > 0
-    assert speed["real_time_factor"] == pytest.approx(FRAMES / 12 / speed["seconds"], rel=1e-2)
+    assert speed["real_time_factor"] == pytest.approx(FRAMES / 12 / speed["seconds"], abs=1e-3)  # rounded to 3
     assert {"decode", "inference", "fit", "write_blend", "write_glb", "write_bvh", "write_preview",
             "total"} <= set(s["timings_s"])
     assert s["inference"]["crops"] >= FRAMES  # one crop per frame at least, batched
