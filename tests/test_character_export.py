@@ -128,3 +128,33 @@ def test_the_core_glb_writer_embeds_the_texture(rec, tmp_path):
     assert tuple(image.size) == (512, 512)
     arm = next(o for o in bpy.data.objects if o.type == "ARMATURE")
     assert arm.animation_data is not None and arm.animation_data.action is not None
+
+
+_SCRIPT_42 = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from dualpm_addon import template
+from dualpm_addon.character import load_character, material
+from operators import surface
+m = load_character(template.load_default())
+img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+mesh = surface.new_character_mesh("x", m.vertices, m.faces, m.uv, material.textured("M", img))
+nodes = mesh.materials[0].node_tree.nodes
+tex = next(n for n in nodes if n.type == "TEX_IMAGE")
+px = np.empty(64 * 64 * 4, np.float32)
+tex.image.pixels.foreach_get(px)
+assert "UVMap" in mesh.uv_layers and tex.image.packed_file is not None
+assert np.abs(px.reshape(64, 64, 4)[::-1, :, :3] - img / 255).max() < 1e-3
+print("ok")
+"""
+
+
+@pytest.mark.blender42
+def test_the_textured_material_in_blender_42():
+    import subprocess
+
+    python = env.blender_python("4.2")
+    proc = subprocess.run([python, "-c", _SCRIPT_42, env.ROOT], capture_output=True, text=True, timeout=300,
+                          cwd=env.ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
