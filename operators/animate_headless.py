@@ -28,6 +28,9 @@ looks complete and is not. Bad input exits 2 with one line.
 --mask-dir DIR: DIR/NAME.mask.png per frame, NAME the frame's file stem in a sequence or, for a
 video, its 6-digit number counted from 1 (as `ffmpeg -i VIDEO DIR/%06d.png` names frames).
 
+--segmenter auto outlines each frame with the segmenter, as a photo is; off by default, since at
+about 0.3 s a frame it alone exceeds what a 12 fps clip allows (docs/video.md, Speed).
+
 Inference runs in this process by default (ONNX Runtime; no server to start for one clip), or
 on a server with --server URL (ours or Triton), in batches either way.
 """
@@ -60,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--model", metavar="FILE", help="ONNX model (default: assets/dualpm.onnx)")
     parser.add_argument("--no-preview", action="store_true", help="skip NAME.mp4 (the side-by-side preview)")
+    parser.add_argument("--segmenter", default="off", metavar="auto|off|FILE",
+                        help="outline every frame with the segmenter, as a photo is (auto: the shipped one; "
+                             "0.3 s more a frame on a quiet 2-core machine); default off: the predictor's own masks")
 
 
 def _say(msg: str) -> None:
@@ -168,6 +174,11 @@ def run(args) -> int:
     if args.bvh_out and not os.path.isdir(os.path.dirname(os.path.abspath(args.bvh_out))):
         raise err(f"--bvh-out {args.bvh_out}: the folder does not exist")
     predictor = make_predictor(args)
+    segmenter = None
+    if args.segmenter != "off":
+        if args.segmenter != "auto" and not os.path.isfile(args.segmenter):
+            raise err(f"--segmenter {args.segmenter}: no such file (auto, off or an ONNX file)")
+        segmenter = core("segment").load(None if args.segmenter == "auto" else args.segmenter)
     name = video_name(args.video)
     os.makedirs(args.out, exist_ok=True)
     paths = output_paths(args.out, name, args.bvh_out)
@@ -193,7 +204,8 @@ def run(args) -> int:
         _fail(paths, written, args, e, t_start)
         raise
     try:
-        result = core("video.animate").animate(predictor, clip, masks, mask_paths, report=_Progress(len(clip)))
+        result = core("video.animate").animate(predictor, clip, masks, mask_paths, report=_Progress(len(clip)),
+                                               segmenter=segmenter)
         timings.update(result.timings)
         fit = result.fit
         _say(f"[fit] {int(fit.tracked.sum())} of {len(clip)} frames tracked, {int(fit.bridged.sum())} bridged; "

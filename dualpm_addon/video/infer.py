@@ -320,6 +320,10 @@ def predict_frames(predictor, frames, masks=None, focal_mm: float | None = None,
         return preprocess.predict_photo(proxy, frames[i], masks[i], focal_mm, names[i],
                                         segmenter=segmenter if masks[i] is None else None)
 
+    if segmenter is not None:
+        # The segmenter runs on the workers' threads, each on every core already: more than two
+        # at once only fight over the cores (7 at once took 1.8 s a frame, against 0.3 s alone).
+        batch = min(int(batch), 2)
     unmasked = [i for i in range(t) if masks[i] is None]
     track = segmenter is None and keyframe_every > 1 and len(unmasked) > 2
     keys = sorted(set(unmasked[::keyframe_every]) | ({unmasked[-1]} if unmasked else set())) if track else unmasked
