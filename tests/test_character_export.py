@@ -158,3 +158,13 @@ def test_the_textured_material_in_blender_42():
     proc = subprocess.run([python, "-c", _SCRIPT_42, env.ROOT], capture_output=True, text=True, timeout=300,
                           cwd=env.ROOT)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_an_unknown_character_choice_exits_2(tmp_path):
+    import subprocess
+
+    proc = subprocess.run([os.path.join(env.ROOT, ".venv", "bin", "dualpm"), "reconstruct", env.CHELSEA, "--out",
+                           str(tmp_path / "o"), "--character", "shiny"], capture_output=True, text=True, timeout=120,
+                          cwd=env.ROOT)
+    assert proc.returncode == 2 and "--character" in proc.stderr and "shiny" in proc.stderr
+    assert not (tmp_path / "o").exists()
