@@ -134,10 +134,12 @@ def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, 
             x_pred[0:3] += options.joint_velocity_gain * v[0:3]
             x_pred[7:model.col_scale] += options.joint_velocity_gain * v[7:model.col_scale]
     built = []
-    for fr in obs[t][: 1 if first_choice else None]:
+    cands = obs[t][: 1 if first_choice else None]
+    for fr in cands:
         po = _photo_options(options, fr.pm)
         ts = frame_terms(model, fr, samples, po, po.points3d_weight, po.fit.pose_weight)
-        built.append((frame_cost(ts, x_pred), fr, ts))
+        # the cost at the predicted pose picks the animal; with one there is nothing to pick
+        built.append((frame_cost(ts, x_pred) if len(cands) > 1 else 0.0, fr, ts))
     _, fr, ts = min(built, key=lambda b: b[0])
     starts = [x_pred]
     if t in keyx and prev is not None:
