@@ -197,8 +197,9 @@ def build_glb(skeleton: Skeleton, *, rotations=None, root_translation=None, offs
 
 def write_glb(path, skeleton: Skeleton, **kwargs) -> None:
     """Write a .glb: the skeleton; with `vertices`/`faces` (and `skin_joints`/`skin_weights`) a
-    (skinned) mesh, with `uv` (V, 2) and `material` (character.material.Material) textured; with `rotations` (F, J, 4) (and `root_translation` (F, 3), `offsets`
-    (F, J, 3), `fps`) an animation. Written atomically."""
+    (skinned) mesh, with `uv` (V, 2) and `material` (character.material.Material) textured;
+    with `rotations` (F, J, 4) (and `root_translation` (F, 3), `offsets` (F, J, 3), `fps`) an
+    animation. Written atomically."""
     write_bytes(path, build_glb(skeleton, **kwargs), "glTF file")
 
 

@@ -129,7 +129,8 @@ def _bilinear(photo: np.ndarray, uv: np.ndarray) -> np.ndarray:
     h, w = photo.shape[:2]
     x = np.clip(uv[:, 0] - 0.5, 0, w - 1)
     y = np.clip(uv[:, 1] - 0.5, 0, h - 1)
-    x0, y0 = np.minimum(x.astype(np.int64), w - 2 if w > 1 else 0), np.minimum(y.astype(np.int64), h - 2 if h > 1 else 0)
+    x0 = np.minimum(x.astype(np.int64), max(w - 2, 0))
+    y0 = np.minimum(y.astype(np.int64), max(h - 2, 0))
     x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
     fx, fy = (x - x0)[:, None], (y - y0)[:, None]
     c00, c01 = _LUT[photo[y0, x0]], _LUT[photo[y0, x1]]
@@ -246,7 +247,8 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
     h, w = photo.shape[:2]
     k = np.asarray(intrinsics, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != 3 or np.asarray(canonical).shape != v.shape:
-        raise DualPMError(f"texture: vertices {v.shape} and canonical {np.asarray(canonical).shape} must both be (V, 3)")
+        raise DualPMError(f"texture: vertices {v.shape} and canonical {np.asarray(canonical).shape} "
+                          "must both be (V, 3)")
     if photo_mask is not None and np.asarray(photo_mask).shape != (h, w):
         raise DualPMError(f"texture: mask is {np.asarray(photo_mask).shape[::-1]} but the photo {w}x{h}")
     texels = texels or texel_map(uv, faces, size)
