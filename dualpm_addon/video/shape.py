@@ -64,5 +64,5 @@ def solve_shape(model, samples, obs, seen, options, report, cancelled):
     sol = stacked.solve(blocks, [], z0, options.shape_iterations, options.photo.tol)
     report("shape", 1.0)
     out = {t: b.x(sol.z) for t, b in zip(keys, blocks)}
-    data = {t: float(stacked.terms_cost(b.terms[:n_data], b.x(sol.z))[0]) for t, b, n_data in zip(keys, blocks, n_terms)}
+    data = {t: float(stacked.terms_cost(b.terms[:nd], b.x(sol.z))[0]) for t, b, nd in zip(keys, blocks, n_terms)}
     return out, data

@@ -38,14 +38,27 @@ def frame_cost(terms_, x) -> float:
     return float(solver.cost(terms_, x)[0])
 
 
-def grid_iou(model, samples, frame: Frame, x, template) -> float:
-    """The rig's outline through the frame's crop camera against its grid mask."""
+def rest_shape(model, x):
+    """The instance's rest skeleton and mesh for x's shape (the clip's: computed once)."""
+    from ..fitting.rig import instance_rest_points, scaled_rest_skeleton
+
+    t = model.ctx.template
+    _, _, _, sg, s, th = model.bones(x)
+    rest = scaled_rest_skeleton(model.ctx.skeleton, sg, s)
+    verts = instance_rest_points(model.ctx.skeleton, t.vertices, t.skin_joints, t.skin_weights, sg, s,
+                                 instance=rest, thickness=th)
+    return rest, verts
+
+
+def grid_iou(model, frame: Frame, x, shape) -> float:
+    """The rig's outline through the frame's crop camera against its grid mask; shape: rest_shape."""
     from ..skinning import linear_blend_skinning
 
     if frame.mask is None:
         return float("nan")
-    rm, gr, gt, sg, s, th = model.bones(x)
-    rest, verts = _rest(model, x, template)
+    template = model.ctx.template
+    rest, verts = shape
+    rm = model.bones(x)[0]
     g = rest.forward_kinematics(params.local_quaternions(model, x))
     v = linear_blend_skinning(verts, template.skin_joints, template.skin_weights, rest.skinning_matrices(g))
     k = frame.k_crop.copy()
@@ -53,25 +66,6 @@ def grid_iou(model, samples, frame: Frame, x, template) -> float:
     k[0, 0] *= f
     k[1, 1] *= f
     return metrics.rig_iou(v @ rm.T + x[3:6], template.faces, k, frame.mask)
-
-
-_REST: dict = {}
-
-
-def _rest(model, x, template):
-    """The instance's rest skeleton and mesh for x's shape (cached: the clip has one shape)."""
-    from ..fitting.rig import instance_rest_points, scaled_rest_skeleton
-
-    key = (id(model), x[6:7].tobytes(), model.scale_block(x).tobytes(), model.thickness_block(x).tobytes())
-    if _REST.get("key") != key:
-        _, _, _, sg, s, th = model.bones(x)
-        sk = model.ctx.skeleton
-        rest = scaled_rest_skeleton(sk, sg, s)
-        verts = instance_rest_points(sk, template.vertices, template.skin_joints, template.skin_weights, sg, s,
-                                     instance=rest, thickness=th)
-        _REST.clear()
-        _REST.update(key=key, value=(rest, verts))
-    return _REST["value"]
 
 
 def anchor(keyx: dict, keycost: dict, obs) -> int:
@@ -99,6 +93,7 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: 
     start = anchor(keyx, keycost or {}, obs)
     x = np.tile(keyx[start], (n, 1))
     tr = Track([None] * n, x, np.zeros(n, dtype=bool), np.full(n, np.nan), [None] * n)
+    shape = rest_shape(model, keyx[start])
     done = [0]
 
     def step(t, prev, prev2, first_choice):
@@ -107,7 +102,7 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: 
         report("track", done[0] / n)
         if not obs[t]:
             return False
-        _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice)
+        _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape)
         return tr.tracked[t]
 
     for order in (range(start, n), range(start - 1, -1, -1)):
@@ -120,7 +115,7 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: 
     return tr
 
 
-def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice):
+def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape):
     from .fit import _photo_options
 
     cols = params.pose_columns(model)
@@ -152,7 +147,7 @@ def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, 
         sol = solver.levenberg_marquardt(ts, x0, options.track_iterations, options.photo.tol, cols)
         if best is None or sol.cost < best.cost:
             best = sol
-    iou = grid_iou(model, samples, fr, best.x, model.ctx.template)
+    iou = grid_iou(model, fr, best.x, shape)
     if np.isfinite(iou) and iou < options.min_rig_iou:
         return
     tr.x[t], tr.tracked[t], tr.cost[t] = best.x, True, best.cost
