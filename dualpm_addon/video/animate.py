@@ -10,6 +10,7 @@ Stages reported as report(stage, fraction): "inference" per frame, then the fit'
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -38,7 +39,7 @@ class Animation:
             row.update({"source_time_s": round(float(clip.times[t]), 6), "source_frame": int(clip.numbers[t]),
                         "animal_found": pm is not None,
                         "crop_box": None if pm is None else [round(float(v), 2) for v in pm["crop_box"]],
-                        "mask": None if self.mask_paths[t] is None else self.mask_paths[t]})
+                        "mask": None if self.mask_paths[t] is None else os.path.abspath(self.mask_paths[t])})
             if pm is None:
                 row["reason"] = self.reasons[t]
         return {"status": "ok", "model_version": self.model_version, "video": clip.summary(),
