@@ -268,9 +268,11 @@ def bake_speed(repeats: int) -> list[dict]:
             texture.bake(v, mesh.faces, mesh.uv, mesh.canonical, rgb, k, None, texels=tm)
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
-        rows.append({"name": f"bake {size}x{size} atlas ({len(tm.pixel)} texels), 640x480 photo (CPU)",
-                     "value": round(float(np.median(cpu)), 3), "unit": "s", "limit": BAKE_LIMIT_S,
-                     "pass": bool(np.median(cpu) <= BAKE_LIMIT_S), "wall_s": round(float(np.median(wall)), 3)})
+        row = {"name": f"bake {size}x{size} atlas ({len(tm.pixel)} texels), 640x480 photo (CPU)",
+               "value": round(float(np.median(cpu)), 3), "unit": "s", "wall_s": round(float(np.median(wall)), 3)}
+        if size == texture.SIZE:  # the limit is the default atlas's; a larger one is the user's choice
+            row.update({"limit": BAKE_LIMIT_S, "pass": bool(np.median(cpu) <= BAKE_LIMIT_S)})
+        rows.append(row)
     return rows
 
 
