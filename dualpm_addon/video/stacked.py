@@ -82,12 +82,23 @@ def normal_equations(blocks, coupling, z, rs, cr):
             gb += jw.T @ r
         h[np.ix_(b.zi, b.zi)] += hb
         g[b.zi] += gb
+    sparse_h = None
     for t, r in zip(coupling, cr):
         j = t.jacobian(z)  # scipy.sparse (m, n)
+        if getattr(t, "linear", False) and t.loss is None:
+            # a linear term's J^T J never changes: formed once, kept on the term
+            if getattr(t, "_jtj", None) is None:
+                t._jtj = (j.T @ j).toarray()
+            h += t._jtj
+            g += j.T @ r
+            continue
         w = _weights(t, r)
         jw = j.multiply(w[:, None]).tocsr() if t.loss is not None else j
-        h += (jw.T @ j).toarray()
+        part = jw.T @ j
+        sparse_h = part if sparse_h is None else sparse_h + part
         g += jw.T @ r
+    if sparse_h is not None:
+        h += sparse_h.toarray()
     return h, g
 
 

@@ -25,6 +25,7 @@ class TemporalDifference:
     differences per frame (velocity divided by the gap, acceleration by the mean gap squared)."""
 
     loss, f_scale = None, 1.0
+    linear = True  # rows linear in z: a solver may form J^T J once
 
     def __init__(self, blocks, cols, order: int, weight: float, col_scale=None, gaps=None, nz: int | None = None):
         if order not in _STENCILS:
