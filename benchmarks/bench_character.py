@@ -104,9 +104,10 @@ def true_surface(tpl, look, count: int, rng):
     return q, linear_to_srgb8(render.albedo(np.asarray(tpl.face_material)[face], q, look))
 
 
-def colour_errors(character, tpl, look, sample: dict, rng) -> dict:
-    """Mean |sRGB error| / 255 of the visible and hidden texels, baked and template-flat (and with
-    each method's best gain per image: `*_gain`)."""
+def colour_errors(character, tpl, look, sample: dict, rng, delit: np.ndarray | None = None) -> dict:
+    """Mean |sRGB error| / 255 of the visible and hidden texels, baked and template-flat, and
+    `delit` (an atlas baked with the shading removed) when given (and with each method's best
+    gain per image: `*_gain`)."""
     from scipy.spatial import cKDTree
 
     from dualpm_addon.character import instance, texture
@@ -128,7 +129,10 @@ def colour_errors(character, tpl, look, sample: dict, rng) -> dict:
                         texels=tm).image.reshape(-1, 3)[tm.pixel].astype(np.float64)
     out = {"visible_share": float(visible.mean())}
     lin_t = texture.srgb_to_linear(truth / 255)
-    for name, pred in (("baked", baked), ("template", flat)):
+    methods = [("baked", baked), ("template", flat)]
+    if delit is not None:
+        methods.append(("delit", delit.reshape(-1, 3)[tm.pixel].astype(np.float64)))
+    for name, pred in methods:
         err = np.abs(pred - truth).mean(1) / 255
         lin_p = texture.srgb_to_linear(pred / 255)
         gain = float(np.sum(lin_p * lin_t) / max(np.sum(lin_p * lin_p), 1e-12))
@@ -189,7 +193,13 @@ def colour_rows(count: int, runner=None) -> list[dict]:
             c0 = time.process_time()
             instance.make(rec.fit, rec.template, np.asarray(sample["rgb"]), rec.photo_mask, rec.photo_intrinsics)
             cpu.append(time.process_time() - c0)
-            figs.append(colour_errors(rec.character, tpl, look, sample, np.random.default_rng(i)))
+            from dualpm_addon.character import texture
+
+            m = rec.character.mesh
+            delit = texture.bake(rec.character.posed_vertices, m.faces, m.uv, m.canonical, np.asarray(sample["rgb"]),
+                                 rec.photo_intrinsics, rec.photo_mask, texels=instance.texels(m),
+                                 mirrored_atlas=True, delight=True).image
+            figs.append(colour_errors(rec.character, tpl, look, sample, np.random.default_rng(i), delit))
         if not figs:
             continue
         mean = {k: float(np.nanmean([f[k] for f in figs])) for k in figs[0]}
@@ -202,6 +212,12 @@ def colour_rows(count: int, runner=None) -> list[dict]:
                          "meets_target": bool(b <= target), "samples": len(figs),
                          "raw_pct": round(100 * mean[f"baked_{side}"], 2),
                          "raw_template_pct": round(100 * mean[f"template_{side}"], 2)})
+        for side, target in (("visible", VISIBLE_TARGET), ("hidden", HIDDEN_TARGET)):
+            b, t = mean[f"delit_{side}{suffix}"], mean[f"template_{side}{suffix}"]
+            rows.append({"name": f"colour error {side}, {light} light, {label}, shading removed",
+                         "value": round(100 * b, 2), "unit": "% range", "peer": "template flat",
+                         "peer_value": round(100 * t, 2), "ratio": round(b / t, 3), "target_pct": 100 * target,
+                         "meets_target": bool(b <= target), "samples": len(figs)})
         iou = np.asarray(ious)
         rows.append({"name": f"rig IoU, character, {light} light, {label}", "value": round(float(iou[:, 0].mean()), 4),
                      "unit": "IoU", "peer": "untextured fit", "peer_value": round(float(iou[:, 1].mean()), 4),

@@ -136,3 +136,26 @@ def test_an_unknown_look_is_refused_before_any_work():
     with pytest.raises(DualPMError, match="unknown look 'shiny'"):
         pipeline.from_pointmap({}, pipeline.PhotoInput(np.zeros((4, 4, 3), np.uint8), None, None, "x.png"),
                                settings=pipeline.Settings(character="shiny"))
+
+
+def test_the_shading_fit_takes_the_light_out_and_leaves_the_coat():
+    rng = np.random.default_rng(0)
+    n = rng.normal(size=(5000, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    n = np.where(n[:, 2:3] > 0, -n, n)  # the seen side faces the camera, which looks along +z
+    ray = np.broadcast_to([0.0, 0.0, 1.0], n.shape)
+    light = np.exp(0.6 * n[:, 0] - 0.3 * n[:, 1])
+    light /= light.mean()
+    albedo = rng.uniform(0.1, 0.6, (5000, 1)) * np.array([1.0, 0.8, 0.6])
+    s = texture._shading(albedo * light[:, None], n, ray, np.ones(5000))
+    ratio = s / light
+    assert np.std(np.log(ratio)) < 0.05  # the shading is recovered up to one overall factor
+    flat = texture._shading(albedo, n, ray, np.ones(5000))
+    assert np.abs(np.log(flat)).max() < 0.1  # no light, no correction
+
+
+def test_delight_is_an_option_and_keeps_the_texture_complete(scene):
+    tex = _bake(scene, delight=True)
+    assert not np.any(tex.source.reshape(-1)[scene["tm"].pixel] == texture.NONE)
+    err, _ = _error(tex, scene["truth"], scene["tm"], texture.PHOTO)
+    assert err < 0.08  # the known texture carries no light; its colour/normal correlation costs a little

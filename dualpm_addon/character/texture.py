@@ -163,6 +163,27 @@ def _visible(p: np.ndarray, vertices_cam: np.ndarray, faces: np.ndarray, k: np.n
     return inside & (p[:, 2] <= d + tol)
 
 
+def _shading(colour: np.ndarray, normal: np.ndarray, ray: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(N,) the photo's shading at seen texels, mean 1: log luminance fitted (weighted least
+    squares, one robust reweighting) by a first-order function of the camera-space normal (the
+    low-frequency light a sun and a sky cast on a convex body); albedo varies too fast over a
+    coat to be explained by the normal alone."""
+    n = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    n = np.where((np.sum(n * ray, axis=1) > 0)[:, None], -n, n)  # towards the camera
+    y = np.log(np.maximum(colour @ np.array([0.2126, 0.7152, 0.0722]), 1e-4))
+    basis = np.concatenate([np.ones((len(n), 1)), n], axis=1)
+    w = np.asarray(weight, dtype=np.float64).copy()
+    for _ in range(2):
+        sw = np.sqrt(w)[:, None]
+        coef, *_ = np.linalg.lstsq(basis * sw, y * sw[:, 0], rcond=None)
+        r = y - basis @ coef
+        scale = 1.4826 * np.median(np.abs(r)) + 1e-6
+        w = weight * np.minimum(1.0, 1.5 * scale / np.maximum(np.abs(r), 1e-12))  # Huber
+    s = basis[:, 1:] @ coef[1:]
+    s = s - np.average(s, weights=np.maximum(weight, 1e-12))
+    return np.exp(np.clip(s, np.log(0.25), np.log(4.0)))
+
+
 def _twins(texels: TexelMap, c: np.ndarray, seen: np.ndarray, mirrored_atlas: bool):
     """(twin (N,) index of each texel's mirror twin among the texels, has (N,) bool: the twin
     exists and the photo saw it)."""
@@ -222,7 +243,7 @@ def flat(faces: np.ndarray, uv: np.ndarray, face_colours: np.ndarray, size: int 
 def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical: np.ndarray,
          photo_rgb: np.ndarray, intrinsics: np.ndarray, photo_mask: np.ndarray | None = None,
          size: int = SIZE, texels: TexelMap | None = None, fallback_colours: np.ndarray | None = None,
-         mirrored_atlas: bool = False) -> Texture:
+         mirrored_atlas: bool = False, delight: bool = False) -> Texture:
     """Bake the photo into the atlas (module docstring).
 
     vertices_cam (V, 3) the posed mesh in the photo's camera space (OpenCV, metres); faces
@@ -232,7 +253,9 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
     MIN_PHOTO_TEXELS texels, `fallback_colours` (F, 3) linear (the template's) are baked flat and
     the figures' note says why; without them that is a one-line DualPMError. `mirrored_atlas`:
     the UVs of mirror twins are (1 - u, v) of each other (CharacterMesh's layout), so a texel's
-    twin is the texel mirrored across the atlas's middle column, with no search."""
+    twin is the texel mirrored across the atlas's middle column, with no search. `delight`:
+    divide the photo's colours by a shading fitted to the normals (`_shading`), for an albedo
+    texture to light again in Blender; off by default (docs/character.md measures both)."""
     from scipy.spatial import cKDTree
 
     t0 = time.perf_counter()
@@ -298,6 +321,10 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
     own = np.zeros((len(p), 3))
     own[seen] = _bilinear(photo, uvp[seen])
     w_own = np.where(seen, weight, 0.0)
+    shading = None
+    if delight:
+        shading = _shading(own[seen], n[seen], ray[seen], w_own[seen])
+        own[seen] /= shading[:, None]
 
     # Mirror twins: the seen texels' colours at the reflected canonical points.
     twin_of, has_twin = _twins(texels, c, seen, mirrored_atlas)
