@@ -80,3 +80,16 @@ def test_load_is_cached_per_template(horse, mesh):
     assert load_character(horse) is mesh
     topo, again = topology_and_mesh(horse)
     assert again is mesh and topo.subdivision.shape == (mesh.num_welded, len(topo.base_vertices))
+
+
+def test_self_intersection_check_finds_a_crossing_and_the_meshes_have_none(horse, mesh):
+    from dualpm_addon.character import quality
+
+    tet = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64)
+    f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    assert quality.is_closed_manifold(f) and quality.self_intersections(tet, f) == 0
+    two = np.concatenate([tet, tet + 0.3])  # a second tetrahedron through the first
+    assert quality.self_intersections(two, np.concatenate([f, f + 4])) > 0
+    w, wf, _ = subdivide.weld(horse.vertices, horse.faces)
+    assert quality.self_intersections(w, wf) == 0  # the template does not cut itself...
+    assert quality.self_intersections(mesh.welded_vertices(), mesh.welded_faces) == 0  # ...nor its character

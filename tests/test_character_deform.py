@@ -1,0 +1,168 @@
+"""The character's shape solve (dualpm_addon.character.deform) on real reconstructions: exact
+dual point maps of synthesizer renders of a species the template is not (the wolf) and of the
+horse, through pipeline.from_pointmap with the render's mask."""
+
+import numpy as np
+import pytest
+
+from dualpm_addon import metrics, pipeline
+from dualpm_addon import template as template_mod
+from dualpm_addon.character import deform, load_character, quality
+from dualpm_addon.errors import DualPMError
+
+
+def _render(templates_dir, species, seed):
+    from training.synthesize import SynthConfig, Synthesizer
+
+    synth = Synthesizer(templates_dir, size=160, layers=4, species=[species],
+                        config=SynthConfig(closeup_probability=0.0, cut_probability=0.0, occluder_probability=0.0),
+                        exclude_clips=[])
+    return synth.sample(seed)
+
+
+def _reconstruct(sample):
+    from training.evaluate import true_map
+
+    pm = true_map(sample)
+    size = pm["P"].shape[1:3]
+    pm.update(crop_box=np.array([0.0, 0.0, size[1], size[0]]), photo_size=np.array(size), focal_from_exif=True,
+              photo_mask=np.asarray(sample["mask"], bool))
+    photo = pipeline.PhotoInput(np.asarray(sample["rgb"]), None, None, "render.png")
+    return pipeline.from_pointmap(pm, photo, template=template_mod.load_default(),
+                                  settings=pipeline.Settings(confidence_threshold=-np.inf, character="template"))
+
+
+def _true_surface(templates_dir, sample):
+    t = template_mod.load(f"{templates_dir}/{sample['species']}.npz")
+    v = t.pose_vertices(np.asarray(sample["rotations"], np.float64), np.asarray(sample["root_translation"], np.float64),
+                        np.asarray(sample["offsets"], np.float64))
+    m2w, w2c = np.asarray(sample["model_to_world"], np.float64), np.asarray(sample["extrinsics"], np.float64)
+    v = v @ m2w[:3, :3].T + m2w[:3, 3]
+    return v @ w2c[:3, :3].T + w2c[:3, 3], t.faces
+
+
+def _samples(v, f, n=20000, seed=0):
+    tri = v[f]
+    a = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    rng = np.random.default_rng(seed)
+    i = rng.choice(len(f), n, p=a / a.sum())
+    r1, r2 = rng.random(n), rng.random(n)
+    s = np.sqrt(r1)[:, None]
+    return tri[i, 0] * (1 - s) + tri[i, 1] * (s * (1 - r2[:, None])) + tri[i, 2] * (s * r2[:, None])
+
+
+@pytest.fixture(scope="module")
+def wolf(templates_dir):
+    s = _render(templates_dir, "wolf", 5)
+    return s, _reconstruct(s)
+
+
+def test_deformed_wolf_is_closer_to_the_true_wolf(templates_dir, wolf):
+    sample, rec = wolf
+    report = {}
+    shaped = deform.build(rec, report=report)
+    before = deform.instance_rest(load_character(rec.template), rec.template, rec.fit)
+    tv, tf = _true_surface(templates_dir, sample)
+    truth = _samples(tv, tf, seed=1)
+    c_before = metrics.chamfer_cm(_samples(deform.posed(before, rec.fit), before.faces), truth)
+    c_after = metrics.chamfer_cm(_samples(deform.posed(shaped, rec.fit), shaped.faces), truth)
+    assert c_after < 0.8 * c_before, (c_before, c_after, report)
+    # The outline through the photo's camera lines up at least as well as before.
+    mask = np.asarray(sample["mask"], bool)
+    iou_before = metrics.rig_iou(deform.posed(before, rec.fit), before.faces, rec.photo_intrinsics, mask)
+    iou_after = metrics.rig_iou(deform.posed(shaped, rec.fit), shaped.faces, rec.photo_intrinsics, mask)
+    assert iou_after >= iou_before - 0.01, (iou_before, iou_after)
+    assert report["silhouette"] and report["point_vertices"] > 500 and report["rim_vertices"] > 100
+
+
+def test_deformed_mesh_stays_clean_and_animatable(wolf):
+    _, rec = wolf
+    base = load_character(rec.template)
+    shaped = deform.build(rec)
+    assert shaped.vertices.shape == base.vertices.shape and np.array_equal(shaped.faces, base.faces)
+    assert np.array_equal(shaped.skin_joints, base.skin_joints) and np.allclose(shaped.skin_weights.sum(1), 1)
+    assert np.array_equal(shaped.uv, base.uv) and np.array_equal(shaped.mirror, base.mirror)
+    # Split copies of one welded vertex still coincide: the surface has no cracks.
+    w = shaped.welded_vertices()
+    assert np.abs(w[shaped.weld] - shaped.vertices).max() < 1e-9
+    assert quality.is_closed_manifold(shaped.welded_faces)
+    before = deform.instance_rest(base, rec.template, rec.fit)
+    n_before = quality.self_intersections(before.welded_vertices(), before.welded_faces)
+    assert quality.self_intersections(w, shaped.welded_faces) <= n_before
+    # No per-vertex noise: the displacement is smooth (its one-ring average explains it).
+    d = w - before.welded_vertices()
+    e = quality.edges(shaped.welded_faces)[0]
+    nb = np.zeros_like(d)
+    np.add.at(nb, e[:, 0], d[e[:, 1]])
+    np.add.at(nb, e[:, 1], d[e[:, 0]])
+    deg = np.bincount(e.ravel(), minlength=len(d))[:, None]
+    rough = np.sqrt(np.mean(np.sum((d - nb / deg) ** 2, axis=1)))
+    assert rough < 0.1 * np.sqrt(np.mean(np.sum(d**2, axis=1))), rough
+
+
+def test_hidden_side_follows_its_twin(wolf):
+    _, rec = wolf
+    char = load_character(rec.template)
+    pts = rec.points
+    left = np.asarray(pts["Q"])[:, 0] > 0.02  # evidence on the animal's left only
+    sub = {k: np.asarray(v)[left] for k, v in pts.items()}
+    shaped = deform.deform(char, rec.template, rec.fit, sub["P_observed"], sub["Q"], rec.point_skin_joints[left],
+                           rec.point_skin_weights[left], rec.point_matched[left])
+    before = deform.instance_rest(char, rec.template, rec.fit)
+    d = shaped.vertices - before.vertices
+    side = char.canonical[:, 0]
+    big = (side > 0.05) & (np.linalg.norm(d, axis=1) > 0.01)
+    assert big.sum() > 50
+    twin = d[char.mirror[big]] * [-1, 1, 1]
+    # The right side (no evidence) moved like the left, mirrored: the same direction, most of the way.
+    cos = np.sum(twin * d[big], axis=1) / (np.linalg.norm(twin, axis=1) * np.linalg.norm(d[big], axis=1) + 1e-12)
+    assert np.median(cos) > 0.8
+    assert np.median(np.linalg.norm(twin, axis=1) / np.linalg.norm(d[big], axis=1)) > 0.4
+
+
+def test_no_evidence_leaves_the_instance_rest(wolf):
+    _, rec = wolf
+    char = load_character(rec.template)
+    shaped = deform.deform(char, rec.template, rec.fit)
+    before = deform.instance_rest(char, rec.template, rec.fit)
+    assert np.abs(shaped.vertices - before.vertices).max() < 1e-9
+
+
+def test_a_mask_of_almost_nothing_is_ignored_and_bad_input_is_one_line(wolf):
+    _, rec = wolf
+    char = load_character(rec.template)
+    tiny = np.zeros_like(rec.photo_mask)
+    tiny[80, 80] = True
+    report = {}
+    shaped = deform.deform(char, rec.template, rec.fit, mask=tiny, intrinsics=rec.photo_intrinsics, report=report)
+    assert not report["silhouette"] and np.all(np.isfinite(shaped.vertices))
+    with pytest.raises(DualPMError, match="intrinsics"):
+        deform.deform(char, rec.template, rec.fit, mask=rec.photo_mask)
+    with pytest.raises(DualPMError, match="skin"):
+        deform.deform(char, rec.template, rec.fit, np.asarray(rec.points["P"]), np.asarray(rec.points["Q"]))
+    with pytest.raises(DualPMError, match="shape"):
+        char.with_vertices(char.vertices[:10])
+
+
+def test_an_animal_cut_by_the_frame_is_not_pulled_to_the_frame(wolf):
+    """Cut the mask at a column through the body: the rim there must not move to the cut."""
+    _, rec = wolf
+    char = load_character(rec.template)
+    cols = np.nonzero(rec.photo_mask.any(axis=0))[0]
+    cut = int(np.median(cols))
+    mask = rec.photo_mask[:, cut:]
+    k = rec.photo_intrinsics.copy()
+    k[0, 2] -= cut
+    frame = deform.mask_frame(mask, k, 256)
+    assert frame is not None
+    small, _, known = frame
+    # The photo's edge (the first column) is not a known outline.
+    assert small.shape == known.shape and not known[:, : small.shape[1] // 10].all()
+    report = {}
+    deform.deform(char, rec.template, rec.fit, mask=mask, intrinsics=k, report=report)
+    assert report["silhouette"]
+
+
+def test_solver_is_built_once_per_template(wolf):
+    _, rec = wolf
+    assert deform.solver(rec.template) is deform.solver(rec.template)
