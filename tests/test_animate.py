@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not (os.path.isfile(vf.CAT) and os.path.isfile(M
                                 reason="run scripts/setup.sh (photos, model)")
 
 DUALPM = os.path.join(ROOT, ".venv", "bin", "dualpm")
-FRAMES = 6
+FRAMES = 5
 OUTPUT_EXTS = ("blend", "clip.mp4", "glb", "bvh", "mp4", "json")
 
 

@@ -15,7 +15,7 @@ MODEL = os.path.join(ROOT, "assets", "dualpm.onnx")
 pytestmark = pytest.mark.skipif(not (os.path.isfile(vf.CAT) and os.path.isfile(MODEL)),
                                 reason="run scripts/setup.sh (photos, model)")
 
-FRAMES = 5
+FRAMES = 3
 PYTHONS = {"5.0": os.path.join(ROOT, ".venv", "bin", "python"), "4.2": os.path.join(ROOT, ".venv42", "bin", "python")}
 
 
@@ -47,6 +47,7 @@ def _check_scene(info):
     assert info["surface_modifiers"] == ["ARMATURE"]
 
 
+@pytest.mark.slow
 def test_button_in_blender_5_modal_progress_and_cancel(videos, tmp_path):
     r = _scenario("5.0", videos, tmp_path, "--modal")
     sync = r["sync"]
@@ -65,6 +66,7 @@ def test_button_in_blender_5_modal_progress_and_cancel(videos, tmp_path):
     assert m["after_cancel_new_collections"] == [] and not m["running_after_cancel"]
 
 
+@pytest.mark.slow
 @pytest.mark.blender42
 def test_button_and_command_in_blender_4_2(videos, tmp_path):
     out = tmp_path / "out"
