@@ -56,6 +56,7 @@ class Settings:
     fit: str = "photo"  # "photo": fitting.fit_to_photo (Q reprojected, the mask); "points": the 3D fit alone
     segmenter: str = "auto"  # "auto": the shipped U2-Net-p, else the predictor's mask; "off"; or a .onnx path
     character: str = "character"  # the surface: "character" (the photo baked on the character mesh), "template", "points"
+    shape: bool = True  # the character deformed toward the cloud and the mask (character/deform.py), else the fit's
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -294,10 +295,19 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
         rig_iou = metrics.rig_iou(fit.posed_vertices, fit.faces, k_photo, np.asarray(photo_mask, dtype=bool))
     character = None
     if settings.character == "character":
-        from .character import instance
+        from .character import instance, shape
 
         t0 = time.perf_counter()
-        character = instance.make(fit, template, photo.rgb, photo_mask, k_photo)
+        character_rest = None
+        if settings.shape:
+            # The animal's own shape: the character deformed toward the cloud and the mask.
+            shape_report: dict = {}
+            character_rest = shape(fit, template, pts, fit.point_skin_joints, fit.point_skin_weights,
+                                   fit.point_valid, photo_mask, k_photo, report=shape_report).vertices
+            timings["shape"] = time.perf_counter() - t0
+        character = instance.make(fit, template, photo.rgb, photo_mask, k_photo, rest=character_rest)
+        if settings.shape:
+            character.figures["shape"] = {k: v for k, v in shape_report.items() if k != "seconds"}
         timings["character"] = time.perf_counter() - t0
     return Reconstruction(
         source=photo.source, path=photo.path, sha256=photo.sha256, photo_size=(h, w),
