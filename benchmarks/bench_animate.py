@@ -143,8 +143,8 @@ def run(quick: bool = False, strip: str | None = None) -> list[dict]:
                      "unit": "x", "target": 1.0, "ratio": round(clip_s / wall, 3)})
         rows.append({"name": "fps reported in NAME.json (command's own clock)",
                      "value": s["speed"]["frames_per_second"], "unit": "fps"})
-        outputs = sum(t.get(k, 0.0) for k in ("write_clip_video", "scene", "write_blend", "write_glb", "write_bvh",
-                                              "write_preview"))
+        outputs = t.get("outputs", sum(t.get(k, 0.0) for k in ("write_clip_video", "scene", "write_blend",
+                                                                  "write_glb", "write_bvh", "write_preview")))
         start = wall - t["total"] + t.get("import_bpy", 0.0) + t.get("predictor_start", 0.0)
         for label, sec in (("start-up (Python, Blender, model)", start), ("decode", t["decode"]),
                            ("inference", t["inference"]), ("fit", t["fit"]), ("outputs", outputs)):

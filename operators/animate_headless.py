@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 
 from ._core import core
@@ -132,6 +133,33 @@ def write_outputs(result, paths: dict, timings: dict, preview: bool = True) -> N
 
     vpreview = core("video.preview")
     clip = result.clip
+    # The preview (drawn in numpy, encoded by FFmpeg) is made on a thread of its own while Blender
+    # builds and saves the scene; it is always joined before this returns or raises, so a failure
+    # never leaves it finishing a file after the outputs were removed.
+    errors: list = []
+
+    def write_preview():
+        t = time.perf_counter()
+        try:
+            vpreview.write_preview(paths["mp4"], clip.frames, result.fit, clip.fps)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+            errors.append(e)
+        timings["write_preview"] = time.perf_counter() - t
+
+    worker = threading.Thread(target=write_preview, name="dualpm-preview", daemon=True) if preview else None
+    if worker is not None:
+        worker.start()
+    try:
+        _write_files(result, paths, timings, vpreview, bpy, video)
+    finally:
+        if worker is not None:
+            worker.join()
+    if errors:
+        raise errors[0]
+
+
+def _write_files(result, paths, timings, vpreview, bpy, video) -> None:
+    clip = result.clip
     t0 = time.perf_counter()
     vpreview.write_video(paths["clip.mp4"], clip.frames, clip.fps)
     timings["write_clip_video"] = time.perf_counter() - t0
@@ -157,11 +185,6 @@ def write_outputs(result, paths: dict, timings: dict, preview: bool = True) -> N
     t0 = time.perf_counter()
     core("bvh").write(paths["bvh"], motion.to_bvh(result.fit, result.motion))
     timings["write_bvh"] = time.perf_counter() - t0
-
-    if preview:
-        t0 = time.perf_counter()
-        vpreview.write_preview(paths["mp4"], clip.frames, result.fit, clip.fps)
-        timings["write_preview"] = time.perf_counter() - t0
 
 
 def run(args) -> int:
@@ -210,7 +233,9 @@ def run(args) -> int:
         fit = result.fit
         _say(f"[fit] {int(fit.tracked.sum())} of {len(clip)} frames tracked, {int(fit.bridged.sum())} bridged; "
              f"inference {timings['inference']:.2f} s, fit {timings['fit']:.2f} s")
+        t0 = time.perf_counter()
         write_outputs(result, paths, timings, preview=not args.no_preview)
+        timings["outputs"] = time.perf_counter() - t0  # wall time: the preview overlaps the rest
         if args.no_preview:
             _remove([paths["mp4"]])
         total = time.perf_counter() - t_start
