@@ -20,7 +20,8 @@ each method's colours are scaled by the one gain (per image) that fits them best
 Rig IoU: the character's posed surface through the photo camera against the true mask, beside
 the untextured fit's (the template surface), same fits.
 
-Speed: the character step (pose the mesh, bake) inside from_pointmap, per render; and
+Speed: the character step (the shape solve, posing the mesh, the bake) inside from_pointmap,
+per render; and
 `dualpm reconstruct`'s per-photo work on the example cat (.cache/photos/muybridge_cat.png, the
 shipped model in process) with --character character against --character template, alternating
 after a warm-up: the difference is what the character adds (main-thread CPU, and wall time).
@@ -187,10 +188,14 @@ def colour_rows(count: int, runner=None) -> list[dict]:
                          metrics.rig_iou(rec.fit.posed_vertices, rec.fit.faces, rec.photo_intrinsics, mask)))
             seconds.append(timings["character"])
             # CPU time of the same step again: on a shared machine wall time grows with the load.
-            from dualpm_addon.character import instance
+            from dualpm_addon.character import instance, shape
 
+            fit = rec.fit
             c0 = time.process_time()
-            instance.make(rec.fit, rec.template, np.asarray(sample["rgb"]), rec.photo_mask, rec.photo_intrinsics)
+            rest = shape(fit, rec.template, rec.points, fit.point_skin_joints, fit.point_skin_weights,
+                         fit.point_valid, rec.photo_mask, rec.photo_intrinsics).vertices
+            instance.make(fit, rec.template, np.asarray(sample["rgb"]), rec.photo_mask, rec.photo_intrinsics,
+                          rest=rest)
             cpu.append(time.process_time() - c0)
             from dualpm_addon.character import texture
 
@@ -221,9 +226,9 @@ def colour_rows(count: int, runner=None) -> list[dict]:
         rows.append({"name": f"rig IoU, character, {light} light, {label}", "value": round(float(iou[:, 0].mean()), 4),
                      "unit": "IoU", "peer": "untextured fit", "peer_value": round(float(iou[:, 1].mean()), 4),
                      "ratio": round(float(iou[:, 0].mean() / iou[:, 1].mean()), 4), "samples": len(figs)})
-        rows.append({"name": f"character step per render (CPU), {light} light, {label}",
-                     "value": round(float(np.median(cpu)), 3), "unit": "s", "limit": BAKE_LIMIT_S,
-                     "pass": bool(np.median(cpu) <= BAKE_LIMIT_S), "wall_s": round(float(np.median(seconds)), 3)})
+        rows.append({"name": f"character step per render (shape + bake, CPU), {light} light, {label}",
+                     "value": round(float(np.median(cpu)), 3), "unit": "s", "limit": ADDED_LIMIT_S,
+                     "pass": bool(np.median(cpu) <= ADDED_LIMIT_S), "wall_s": round(float(np.median(seconds)), 3)})
     return rows
 
 
