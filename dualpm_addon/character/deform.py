@@ -219,7 +219,7 @@ def point_targets(sol: Solver, template, fit, p_cam: np.ndarray, q: np.ndarray, 
                                  instance=fit.rest_skeleton, thickness=fit.thickness)
     off = rest - where
     blen = float(fit.body_length)
-    cloud = (rest, q)
+    cloud = (rest, q, cKDTree(rest))  # the tree serves every round's surface targets
     keep = np.linalg.norm(off, axis=1) < options.max_offset * blen
     # A Q far from the template surface matched nothing: its offset says nothing about shape.
     dq, nearest = sol.tree.query(q)
@@ -253,9 +253,9 @@ def surface_targets(rest: np.ndarray, faces: np.ndarray, canonical: np.ndarray, 
     nw = len(rest)
     if cloud is None or len(cloud[0]) == 0:
         return np.zeros((nw, 3)), np.zeros(nw)
-    r, q = cloud
+    r, q, tree = cloud
     k = min(options.icp_neighbours, len(r))
-    d, j = cKDTree(r).query(rest, k=k, distance_upper_bound=options.icp_radius * blen)
+    d, j = tree.query(rest, k=k, distance_upper_bound=options.icp_radius * blen)
     d, j = d.reshape(nw, k), j.reshape(nw, k)
     found = np.isfinite(d)
     jj = np.where(found, j, 0)
@@ -390,8 +390,8 @@ def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver,
     ei, fi = key // nf, key % nf
     known = quality.hits(rest, faces, e, ei, fi)  # the undeformed surface's own
     keep = np.ones(len(rest))
+    bad = quality.hits(rest + disp, faces, e, ei, fi) & ~known
     for r in range(int(rounds) + 1):
-        bad = quality.hits(rest + keep[:, None] * disp, faces, e, ei, fi) & ~known
         figures["new_crossings_per_round"].append(int(bad.sum()))
         if not bad.any() or r == rounds:
             break
@@ -404,6 +404,10 @@ def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver,
         shell = (sol.ring2 @ core.astype(np.float64) > 0) & ~core
         keep[core] *= 0.5
         keep[shell] *= 0.75
+        # Only pairs with a vertex that moved can change: test those again.
+        moved = core | shell
+        again = np.nonzero(moved[e].any(axis=1)[ei] | moved[faces].any(axis=1)[fi])[0]
+        bad[again] = quality.hits(rest + keep[:, None] * disp, faces, e, ei[again], fi[again]) & ~known[again]
     figures["vertices_held"] = int(np.sum(keep < 1))
     return keep[:, None] * disp, figures
 
