@@ -163,7 +163,8 @@ def solver(template, levels: int | None = None) -> Solver:
                tree=cKDTree(fine_can), fine_canonical=fine_can, body_length=blen, edges=edges,
                ring2=(ring @ ring).tocsr(),
                repair_pairs=quality.candidates(fine_can, fine_faces, edges, REPAIR_NEIGHBOURS))
-    _SOLVERS.clear()
+    if len(_SOLVERS) >= 4:  # as mesh._CACHE: a few templates and densities, never growing
+        _SOLVERS.pop(next(iter(_SOLVERS)))
     _SOLVERS[key] = (template, s)
     return s
 

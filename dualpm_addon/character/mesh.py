@@ -220,7 +220,8 @@ def topology_and_mesh(template, levels: int = LEVELS):
     topo = Topology(base_vertices=bw, base_faces=bf, base_canonical=bcan, base_mirror=bmirror,
                     base_skin_joints=bsj, base_skin_weights=bsw, subdivision=s.tocsr(), fine_faces=ff,
                     fine_mirror=fmirror)
-    _CACHE.clear()  # one template at a time in practice; do not grow
+    if len(_CACHE) >= 4:  # a template or two, at a density or two, in practice; do not grow
+        _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (template, topo, mesh)
     return topo, mesh
 
