@@ -392,10 +392,25 @@ def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver,
     known = quality.hits(rest, faces, e, ei, fi)  # the undeformed surface's own
     keep = np.ones(len(rest))
     bad = quality.hits(rest + disp, faces, e, ei, fi) & ~known
+    checked = False
     for r in range(int(rounds) + 1):
+        if not bad.any() and not checked:
+            # Clean among the pairs searched so far: search once more on the repaired surface
+            # itself (a held region's new edge can meet faces that were not near before).
+            checked = True
+            cur = rest + keep[:, None] * disp
+            more = quality.candidates(cur, faces, e, REPAIR_NEIGHBOURS // 2)
+            new_key = np.setdiff1d(more[0] * nf + more[1], key)
+            if len(new_key):
+                key = np.concatenate([key, new_key])
+                ei, fi = key // nf, key % nf
+                add_known = quality.hits(rest, faces, e, new_key // nf, new_key % nf)
+                add_bad = quality.hits(cur, faces, e, new_key // nf, new_key % nf) & ~add_known
+                known, bad = np.concatenate([known, add_known]), np.concatenate([bad, add_bad])
         figures["new_crossings_per_round"].append(int(bad.sum()))
         if not bad.any() or r == rounds:
             break
+        checked = False
         mark = np.zeros(len(rest))
         mark[e[ei[bad]].ravel()] = 1
         mark[faces[fi[bad]].ravel()] = 1
@@ -410,6 +425,7 @@ def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver,
         again = np.nonzero(moved[e].any(axis=1)[ei] | moved[faces].any(axis=1)[fi])[0]
         bad[again] = quality.hits(rest + keep[:, None] * disp, faces, e, ei[again], fi[again]) & ~known[again]
     figures["vertices_held"] = int(np.sum(keep < 1))
+    figures["crossings_left"] = int(bad.sum())
     return keep[:, None] * disp, figures
 
 
