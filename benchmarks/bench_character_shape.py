@@ -147,9 +147,8 @@ def shape_rows(label: str, rows: list[dict]) -> list[dict]:
                     "peer_is": "the undeformed instance rest's own crossings (the fit's), sum",
                     "renders_with_new": int(sum(n > 0 for n in new)),
                     "per_sample": [[int(r["crossings_before"]), int(r["crossings_after"])] for r in rows]})
-        out.append({"name": f"manifold and weights sum to 1, {label}", "value": int(all(r["manifold"] and r["weights_ok"]
-                                                                                      for r in rows)),
-                    "unit": "all (1/0)"})
+        clean = all(r["manifold"] and r["weights_ok"] for r in rows)
+        out.append({"name": f"manifold and weights sum to 1, {label}", "value": int(clean), "unit": "all (1/0)"})
     wall = [r["deform_s"] for r in rows]
     cpu = [r["deform_cpu_s"] for r in rows]
     out.append({"name": f"deform time {label} (median)", "value": round(float(np.median(wall)), 3), "unit": "s",
@@ -174,7 +173,8 @@ def run(quick: bool = False, count: int | None = None) -> list[dict]:
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(os.path.join(ROOT, "assets", "dualpm.onnx"), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(os.path.join(ROOT, "assets", "dualpm.onnx"), opts,
+                                   providers=["CPUExecutionProvider"])
 
     # The character mesh's first load (uncached: a fresh template object), per density.
     rows, density = [], {}

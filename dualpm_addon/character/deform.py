@@ -377,10 +377,10 @@ def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver,
     """(displacement, figures): the displacement halved, round by round, on the two-ring of every
     edge and face that cross where the undeformed surface `rest` did not, until none do (or
     `rounds` ran out). Every edge is tested against the faces nearest it in canonical space
-    (quality.candidates, found once per template: the shape solve moves parts by centimetres,
-    so what is near stays near), so a round costs ~15 ms; testing only edges near vertices
-    that moved missed crossings. A crossing of the instance's own rest shape (the fit's thickness maps can make one)
-    is left as the fit made it."""
+    (quality.candidates, found once per template), on the deformed surface, and, once clean,
+    on the repaired surface itself; a round retests only the pairs whose vertices it moved.
+    Testing only edges near vertices that moved missed crossings. A crossing of the instance's
+    own rest shape (the fit's thickness maps can make one) is left as the fit made it."""
     e = sol.edges
     figures = {"new_crossings_per_round": []}
 
