@@ -26,7 +26,7 @@ import time
 import bpy
 from bpy.props import StringProperty
 
-from . import image_load, preferences, scene_build, session
+from . import image_load, modal, preferences, scene_build, session
 from ._core import core, error_type, report_error
 
 _active = None  # the running modal operator's job, so the panel can show it and refuse a second
@@ -243,13 +243,6 @@ def _cleanup(request: PhotoRequest | None):
     request.created_images = []
 
 
-def _tag_redraw(context):
-    screen = getattr(context, "screen", None)
-    for area in (screen.areas if screen is not None else []):
-        if area.type == "VIEW_3D":
-            area.tag_redraw()
-
-
 class ModalRun:
     """What the modal operator does between events, as plain calls (the tests drive it with a real
     context and a real worker, ticking as the timer would): start the worker, poll it, show the
@@ -269,10 +262,7 @@ class ModalRun:
             request, report, cancelled, timings, job=job), name="dualpm-reconstruct")
         self.job = job
         _active = job
-        wm = context.window_manager
-        status = wm.dualpm_status
-        status.running, status.stage, status.progress, status.message = True, "inference", 0.0, ""
-        wm.progress_begin(0.0, 1.0)
+        modal.status_begin(context, "inference")
         job.start()
         self.show(context, "inference", 0.0)
 
@@ -304,28 +294,16 @@ class ModalRun:
 
     def show(self, context, stage, fraction, text=None):
         total = core("pipeline").stage_fraction(stage, fraction)
-        wm = context.window_manager
-        wm.dualpm_status.stage, wm.dualpm_status.progress = stage, total
-        wm.progress_update(total)
-        label = text or f"DualPM: {stage} ({total * 100:.0f}%), Esc to cancel"
-        if context.workspace is not None:
-            context.workspace.status_text_set(label)
-        _tag_redraw(context)
+        modal.status_show(context, stage, total, text or f"DualPM: {stage} ({total * 100:.0f}%), Esc to cancel")
 
     def end(self, context):
         global _active
         if _active is self.job:
             _active = None
-        wm = context.window_manager
-        wm.progress_end()
-        wm.dualpm_status.running = False
-        wm.dualpm_status.stage = ""
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
-        _tag_redraw(context)
+        modal.status_end(context)
 
 
-class DUALPM_OT_reconstruct(bpy.types.Operator):
+class DUALPM_OT_reconstruct(modal.ModalOperator, bpy.types.Operator):
     """Reconstruct a rigged animal from the chosen photo (Esc cancels)"""
 
     bl_idname = "dualpm.reconstruct"
@@ -336,9 +314,6 @@ class DUALPM_OT_reconstruct(bpy.types.Operator):
                              description="Photo file (default: the one chosen in the panel)")
     mask_path: StringProperty(name="Mask", subtype="FILE_PATH", options={"SKIP_SAVE", "HIDDEN"},
                               description="Mask image file (default: the panel's mask setting)")
-
-    _run = None
-    _timer = None
 
     @classmethod
     def poll(cls, context):
@@ -364,44 +339,17 @@ class DUALPM_OT_reconstruct(bpy.types.Operator):
         except BaseException as e:  # noqa: BLE001 - the operator boundary: one line, never a traceback
             return _fail(self, context, request, e)
 
-    # -- modal (interactive): the worker runs, a timer polls it, Esc cancels -----------------------
-    def invoke(self, context, event):
-        if bpy.app.background or context.window is None:
-            return self.execute(context)
-        try:
-            self._run = ModalRun(context, self.filepath, self.mask_path)
-            self._run.start(context)
-        except BaseException as e:  # noqa: BLE001
-            return _fail(self, context, self._run.request if self._run else None, e)
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+    # -- modal (interactive): the worker runs, a timer polls it, Esc cancels (modal.ModalOperator)
+    cancel_message = "Reconstruction cancelled"
 
-    def modal(self, context, event):
-        if event.type == "ESC" and event.value == "PRESS":
-            self._stop_timer(context)
-            self._run.cancel(context)
-            self.report({"WARNING"}, "Reconstruction cancelled")
-            return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        try:
-            state = self._run.tick(context)
-        except BaseException as e:  # noqa: BLE001
-            self._stop_timer(context)
-            self._run.end(context)
-            return _fail(self, context, self._run.request, e)
-        if state != "FINISHED":
-            return {"PASS_THROUGH"}
-        self._stop_timer(context)
+    def make_run(self, context):
+        return ModalRun(context, self.filepath, self.mask_path)
+
+    def failed(self, context, error) -> set:
+        return _fail(self, context, getattr(self._run, "request", None), error)
+
+    def finished(self, context) -> None:
         _report_done(self, self._run.request, self._run.results)
-        return {"FINISHED"}
-
-    def _stop_timer(self, context):
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
 
 
 def _fail(op, context, request, e):

@@ -22,7 +22,7 @@ import bpy
 import numpy as np
 from bpy.props import FloatProperty, StringProperty
 
-from . import animation, camera_frame, rig, scene_build, session, surface
+from . import animation, camera_frame, modal, rig, scene_build, session, surface
 from . import provenance as prov_mod
 from ._core import core, report_error
 
@@ -244,10 +244,7 @@ class VideoRun:
                                    name="dualpm-animate")
         self.job = job
         _active = job
-        wm = context.window_manager
-        status = wm.dualpm_status
-        status.running, status.stage, status.progress, status.message = True, "decode", 0.0, ""
-        wm.progress_begin(0.0, 1.0)
+        modal.status_begin(context, "decode")
         job.start()
         self.show(context, "decode", 0.0)
 
@@ -275,32 +272,19 @@ class VideoRun:
         stages = ("decode", "inference", "observe", "shape", "track", "smooth")
         i = stages.index(stage) if stage in stages else len(stages) - 1
         total = (i + min(max(fraction, 0.0), 1.0)) / len(stages)
-        wm = context.window_manager
-        wm.dualpm_status.stage, wm.dualpm_status.progress = stage, total
-        wm.progress_update(total)
         frames = int(self.request.get("frames", 0))
         where = f"frame {int(round(fraction * frames))} of {frames}" if frames and stage != "decode" else \
             f"{fraction * 100:.0f}%"
-        label = text or f"DualPM: {stage}, {where}, Esc to cancel"
-        if context.workspace is not None:
-            context.workspace.status_text_set(label)
-        for area in (context.screen.areas if getattr(context, "screen", None) else []):
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
+        modal.status_show(context, stage, total, text or f"DualPM: {stage}, {where}, Esc to cancel")
 
     def end(self, context):
         global _active
         if _active is self.job:
             _active = None
-        wm = context.window_manager
-        wm.progress_end()
-        wm.dualpm_status.running = False
-        wm.dualpm_status.stage = ""
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
+        modal.status_end(context)
 
 
-class DUALPM_OT_animate_video(bpy.types.Operator):
+class DUALPM_OT_animate_video(modal.ModalOperator, bpy.types.Operator):
     """Fit the rig to a video of an animal and animate it with the animal's motion (Esc cancels)"""
 
     bl_idname = "dualpm.animate_video"
@@ -313,9 +297,6 @@ class DUALPM_OT_animate_video(bpy.types.Operator):
                          description="First second of the clip (negative: the panel's)")
     end: FloatProperty(name="End", default=-1.0, options={"SKIP_SAVE", "HIDDEN"},
                        description="Last second of the clip (negative: the panel's; 0: the end)")
-
-    _run = None
-    _timer = None
 
     @classmethod
     def poll(cls, context):
@@ -340,43 +321,17 @@ class DUALPM_OT_animate_video(bpy.types.Operator):
         except BaseException as e:  # noqa: BLE001 - the operator boundary: one line, never a traceback
             return _fail(self, context, e)
 
-    def invoke(self, context, event):
-        if bpy.app.background or context.window is None:
-            return self.execute(context)
-        try:
-            self._run = VideoRun(context, self.filepath, self.start, self.end)
-            self._run.start(context)
-        except BaseException as e:  # noqa: BLE001
-            return _fail(self, context, e)
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+    # -- modal (interactive): modal.ModalOperator polls the worker, Esc cancels
+    cancel_message = "Animate from video cancelled"
 
-    def modal(self, context, event):
-        if event.type == "ESC" and event.value == "PRESS":
-            self._stop_timer(context)
-            self._run.cancel(context)
-            self.report({"WARNING"}, "Animate from video cancelled")
-            return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        try:
-            state = self._run.tick(context)
-        except BaseException as e:  # noqa: BLE001
-            self._stop_timer(context)
-            self._run.end(context)
-            return _fail(self, context, e)
-        if state != "FINISHED":
-            return {"PASS_THROUGH"}
-        self._stop_timer(context)
+    def make_run(self, context):
+        return VideoRun(context, self.filepath, self.start, self.end)
+
+    def failed(self, context, error) -> set:
+        return _fail(self, context, error)
+
+    def finished(self, context) -> None:
         self.report({"INFO"}, _done_message(self._run.result))
-        return {"FINISHED"}
-
-    def _stop_timer(self, context):
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
 
 
 def _fail(op, context, e):
