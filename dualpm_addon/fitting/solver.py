@@ -64,15 +64,39 @@ def breakdown(terms, x) -> dict:
     return out
 
 
-def levenberg_marquardt(terms, x0, max_iter: int = 10, tol: float = 5e-3, active=None) -> Solution:
-    """Minimise over the parameters `active` (all when None); the others stay at x0."""
+def damped_step(h: np.ndarray, g: np.ndarray, lam: float, trial, cost: float, tries: int = 8):
+    """One Levenberg-Marquardt step on the normal equations h step = -g, damped by lam times h's
+    diagonal: `trial(step)` gives (cost, state) of the moved parameters; lam grows eightfold until
+    the cost falls (up to `tries` times) and shrinks fivefold after a success.
+
+    Returns (step, state or None when no try lowered the cost, the new cost, lam)."""
     from scipy.linalg import cho_factor, cho_solve
 
+    idx = np.arange(len(g))
+    diag = np.maximum(h[idx, idx], 1e-12)
+    step = np.zeros(len(g))
+    for _ in range(tries):
+        a = h.copy()
+        a[idx, idx] += lam * diag
+        try:
+            step = -cho_solve(cho_factor(a, lower=False, overwrite_a=True, check_finite=False), g,
+                              check_finite=False)
+        except np.linalg.LinAlgError:
+            lam *= 10
+            continue
+        c_new, state = trial(step)
+        if c_new < cost:
+            return step, state, c_new, max(lam / 5, 1e-9)
+        lam *= 8
+    return step, None, cost, lam
+
+
+def levenberg_marquardt(terms, x0, max_iter: int = 10, tol: float = 5e-3, active=None) -> Solution:
+    """Minimise over the parameters `active` (all when None); the others stay at x0."""
     x = np.array(x0, dtype=np.float64)
     act = np.arange(len(x)) if active is None else np.asarray(active)
     c, rs = cost(terms, x)
     nfev, lam, converged = 1, 1e-3, False
-    idx = np.arange(len(act))
     for _ in range(max_iter):
         h = np.zeros((len(act), len(act)))
         g = np.zeros(len(act))
@@ -84,29 +108,20 @@ def levenberg_marquardt(terms, x0, max_iter: int = 10, tol: float = 5e-3, active
             jw = j * w[:, None]
             h += jw.T @ j
             g += jw.T @ r
-        diag = np.maximum(h[idx, idx], 1e-12)
-        step, improved, rel = None, False, 0.0
-        for _ in range(8):
-            a = h.copy()
-            a[idx, idx] += lam * diag
-            try:
-                step = -cho_solve(cho_factor(a, lower=False, overwrite_a=True, check_finite=False), g,
-                                  check_finite=False)
-            except np.linalg.LinAlgError:
-                lam *= 10
-                continue
+
+        def trial(step):
+            nonlocal nfev
             x_new = x.copy()
             x_new[act] += step
             c_new, rs_new = cost(terms, x_new)
             nfev += 1
-            if c_new < c:
-                rel = (c - c_new) / max(c, 1e-300)
-                x, rs, c = x_new, rs_new, c_new
-                lam = max(lam / 5, 1e-9)
-                improved = True
-                break
-            lam *= 8
-        if not improved or rel < tol or np.max(np.abs(step)) < 1e-8:
+            return c_new, (x_new, rs_new)
+
+        step, state, c_new, lam = damped_step(h, g, lam, trial, c)
+        rel = (c - c_new) / max(c, 1e-300)
+        if state is not None:
+            (x, rs), c = state, c_new
+        if state is None or rel < tol or np.max(np.abs(step)) < 1e-8:
             converged = True
             break
     return Solution(x, float(c), nfev, converged)

@@ -104,35 +104,24 @@ def normal_equations(blocks, coupling, z, rs, cr):
 
 def solve(blocks: list[Block], coupling: list, z0: np.ndarray, max_iter: int = 5, tol: float = 1e-3,
           lam0: float = 1e-3) -> StackSolution:
-    from scipy.linalg import cho_factor, cho_solve
+    from ..fitting.solver import damped_step
 
     z = np.array(z0, dtype=np.float64)
     c, rs, cr = _cost(blocks, coupling, z)
     nfev, lam, it = 1, lam0, 0
-    idx = np.arange(len(z))
     for it in range(1, max_iter + 1):
         h, g = normal_equations(blocks, coupling, z, rs, cr)
-        diag = np.maximum(h[idx, idx], 1e-12)
-        improved, rel, step = False, 0.0, np.zeros(1)
-        for _ in range(6):
-            a = h.copy()
-            a[idx, idx] += lam * diag
-            try:
-                step = -cho_solve(cho_factor(a, lower=False, overwrite_a=True, check_finite=False), g,
-                                  check_finite=False)
-            except np.linalg.LinAlgError:
-                lam *= 10
-                continue
-            z_new = z + step
-            c_new, rs_new, cr_new = _cost(blocks, coupling, z_new)
+
+        def trial(step):
+            nonlocal nfev
+            c_new, rs_new, cr_new = _cost(blocks, coupling, z + step)
             nfev += 1
-            if c_new < c:
-                rel = (c - c_new) / max(c, 1e-300)
-                z, c, rs, cr = z_new, c_new, rs_new, cr_new
-                lam = max(lam / 5, 1e-9)
-                improved = True
-                break
-            lam *= 8
-        if not improved or rel < tol or np.max(np.abs(step)) < 1e-8:
+            return c_new, (z + step, rs_new, cr_new)
+
+        step, state, c_new, lam = damped_step(h, g, lam, trial, c, tries=6)
+        rel = (c - c_new) / max(c, 1e-300)
+        if state is not None:
+            (z, rs, cr), c = state, c_new
+        if state is None or rel < tol or np.max(np.abs(step)) < 1e-8:
             break
     return StackSolution(z, float(c), nfev, it)
