@@ -113,8 +113,8 @@ def fit_one(pm: dict, sample: dict, fit: str, exact: bool, body_length: float) -
     return {"rig_iou": metrics.rig_iou(rec.fit.posed_vertices, rec.fit.faces, rec.photo_intrinsics, true),
             "joint_error_pct": metrics.joint_error_pct(rec.fit.joints, rec.fit.joint_names, sample["joints"],
                                                        [str(n) for n in sample["joint_names"]], body_length),
-            "cpu_s": time.process_time() - t0, "hypothesis": (getattr(rec.fit, "photo", {}) or {}).get("hypothesis", ""),
-            "species": str(sample["species"]), "failed": False}
+            "cpu_s": time.process_time() - t0, "species": str(sample["species"]), "failed": False,
+            "hypothesis": (getattr(rec.fit, "photo", {}) or {}).get("hypothesis", "")}
 
 
 def measure(per_set: int, templates_dir: str | None = None, sets=tuple(SETS)) -> dict:
