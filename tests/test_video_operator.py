@@ -33,8 +33,12 @@ def _scenario(version, videos, tmp_path, *extra):
     if not os.path.isfile(python):
         pytest.skip(f"{python} is missing (scripts/setup.sh makes it)")
     out = tmp_path / "report.json"
+    # Blender's own user folder in tmp: enabling the extension installs its wheels into the user
+    # folder's extensions/.local, which every later bpy import puts on sys.path (it was the real
+    # ~/.config/blender, shared with other checkouts and runs).
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"), PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.run([python, os.path.join(ROOT, "tests", "video_operator_scenario.py"), str(out), *videos,
-                           *extra], capture_output=True, text=True, timeout=400, cwd=ROOT)
+                           *extra], capture_output=True, text=True, timeout=400, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
