@@ -53,22 +53,6 @@ def clip_frames(seconds: float) -> np.ndarray:
     return np.stack([cycle[i % len(cycle)] for i in range(n)])
 
 
-def write_clip(path: str, frames: np.ndarray) -> str:
-    import av
-
-    with av.open(path, mode="w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "18"}
-        for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 def whole_command(video: str, out: str) -> tuple[float, dict]:
     t0 = time.perf_counter()
     proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "dualpm"), "animate", video, "--out", out],
@@ -123,11 +107,13 @@ def write_strip(preview_mp4: str, path: str, count: int = 6, height: int = 218) 
 
 
 def run(quick: bool = False, strip: str | None = None) -> list[dict]:
+    from dualpm_addon.video import preview as video_preview
+
     seconds = 2.0 if quick else 10.0
     frames = clip_frames(seconds)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-animate-") as d:
-        video = write_clip(os.path.join(d, "cat_walk.mp4"), frames)
+        video = video_preview.write_video(os.path.join(d, "cat_walk.mp4"), frames, FPS, crf="18")
         wall, s = whole_command(video, os.path.join(d, "out"))
         if strip:
             write_strip(os.path.join(d, "out", "cat_walk.mp4"), strip)
