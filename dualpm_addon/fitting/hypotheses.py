@@ -54,7 +54,6 @@ def pose_hypotheses(template) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return [(n, r, np.eye(3)) for n, r in clip_poses(template)] + authored_poses(template.skeleton)
 
 
-
 def prior_modes() -> set[str]:
     """The starting poses that are modes of their own in the pose prior (terms.PosePriorTerm.centred):
     the authored ones. The clips' Gaussian is centred near standing, so without its own mode a
