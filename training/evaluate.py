@@ -145,8 +145,11 @@ def fit_pipeline(maps: dict, sample: dict, context, exact: bool = False, fit: st
               focal_from_exif=True)
     if photo_mask is not None:
         pm["photo_mask"] = photo_mask
-    settings = (pipeline.Settings(confidence_threshold=-np.inf, pose_weight=fitting.FitOptions.pose_weight, fit=fit)
-                if exact else pipeline.Settings(fit=fit))
+    # The fit's figures only: the character (its shape solve and bake, about 1 s, made after the
+    # fit and changing nothing in it) is not made.
+    settings = (pipeline.Settings(confidence_threshold=-np.inf, pose_weight=fitting.FitOptions.pose_weight, fit=fit,
+                                  character="template")
+                if exact else pipeline.Settings(fit=fit, character="template"))
     photo = pipeline.PhotoInput(np.asarray(sample["rgb"]), None, None, "render")
     try:
         return pipeline.from_pointmap(pm, photo, template=context.template, settings=settings).fit
