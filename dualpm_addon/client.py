@@ -15,6 +15,14 @@ stderr line), the server is restarted once, and the next request runs on the new
 crash in a row is reported without another restart. A server that exited on its own between
 requests (idle timeout) is restarted silently. `cancel()` (from any thread) makes the request in
 progress raise InferenceCancelled promptly by shutting its socket down.
+
+`spawn()` starts the local server's process and returns at once (a `subprocess.Popen` in the
+calling thread: no threads, no HTTP); the next `start()` or request reads its handshake and
+waits until it is ready. A caller with slow work of its own (`dualpm reconstruct` importing bpy,
+~1 s) spawns first, so the server starts on another core meanwhile. Nothing of the client may
+run in a thread while bpy imports: a thread's lazy import (`encodings.idna` for an HTTP
+connection) against bpy's extension module import deadlocked the process, so the pipe readers
+start with the handshake (the pipes hold 64 KB, far more than the server writes before it).
 """
 
 from __future__ import annotations
@@ -80,8 +88,13 @@ class _NoDelayTLSConnection(http.client.HTTPSConnection):
 class LocalServer:
     """A `python -m model_server` subprocess and what it said."""
 
-    def __init__(self, python: str, args: list[str], start_timeout: float, cancelled: threading.Event):
+    def __init__(self, python: str, args: list[str], start_timeout: float | None = None,
+                 cancelled: threading.Event | None = None):
+        """Spawn the process; with `start_timeout`, also read its handshake (handshake())."""
         self.stderr_tail: deque = deque(maxlen=40)
+        self.url: str | None = None  # None until the handshake
+        self.token: str | None = None
+        self._readers: list[threading.Thread] = []
         cmd = [python, "-m", "model_server", "--port", "0", "--watch-stdin", *args]
         env = dict(os.environ)
         paths = [_ROOT]
@@ -106,9 +119,29 @@ class LocalServer:
             raise DualPMError(f"cannot start the inference server with {python}: {e.strerror or e}") from None
         self._finalizer = weakref.finalize(self, _stop_process, self.proc)
         self._lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read_stdout, daemon=True, name="dualpm-server-stdout").start()
-        threading.Thread(target=self._read_stderr, daemon=True, name="dualpm-server-stderr").start()
-        self.url, self.token = self._handshake(start_timeout, cancelled)
+        if start_timeout is not None:
+            self.handshake(start_timeout, cancelled or threading.Event())
+
+    @property
+    def handshaken(self) -> bool:
+        return self.url is not None
+
+    def handshake(self, timeout: float, cancelled: threading.Event):
+        """Start the pipe readers and wait for the one-line handshake (url, token)."""
+        if not self._readers:
+            self._readers = [threading.Thread(target=self._read_stdout, daemon=True, name="dualpm-server-stdout"),
+                             threading.Thread(target=self._read_stderr, daemon=True, name="dualpm-server-stderr")]
+            for t in self._readers:
+                t.start()
+        self.url, self.token = self._handshake(timeout, cancelled)
+
+    def settle(self):
+        """After the process exited: until the stderr reader has its last line (a server that died
+        while nobody read its pipes has it all still buffered), at most 2 s."""
+        if self.proc.poll() is not None and len(self._readers) == 2:
+            self._readers[1].join(2.0)
+        else:
+            time.sleep(0.05)
 
     def _read_stdout(self):
         first = True
@@ -148,7 +181,7 @@ class LocalServer:
                 line = ""
             if line is None or (not line and self.proc.poll() is not None):
                 rc = self.wait(2.0)
-                time.sleep(0.05)  # let the stderr reader catch the last line
+                self.settle()  # let the stderr reader catch the last line
                 raise DualPMError(f"inference server {describe_exit(rc if rc is not None else -1)} "
                                   f"before it started: {self.last_line()}")
             if line:
@@ -240,23 +273,57 @@ class InferenceClient:
     def __exit__(self, *exc):
         self.close()
 
+    def spawn(self) -> "InferenceClient":
+        """Local: start the server's process and return at once (a Popen in this thread: no
+        threads, no HTTP); the next start() or request finishes the start (handshake, ready). Nothing for
+        a remote server or one already started. Never raises: a process that cannot be started
+        is reported by start(), as without spawn()."""
+        with self._lock:
+            if not self.remote and self.server is None:
+                self._drop_connection()
+                try:
+                    self.server = LocalServer(self.python, self._server_argv())
+                except DualPMError:
+                    pass
+        return self
+
     def start(self) -> "InferenceClient":
         """Start (local) or check (remote) the server and wait until the model is ready."""
         with self._lock:
             if self.remote:
                 if self.metadata is None:
                     self._wait_ready(time.monotonic() + self.start_timeout)
+            elif self.server is not None and not self.server.handshaken:
+                self._finish_local()
             elif self.server is None or not self.server.alive():
                 self._start_local()
         return self
 
-    def _start_local(self):
-        self._drop_connection()
+    def _server_argv(self) -> list[str]:
         args = ["--device", self.device, "--idle-timeout", f"{self.idle_timeout:g}"]
         if self.model:
             args += ["--model", os.fspath(self.model)]
+        return args + list(self.server_args)
+
+    def _start_local(self):
+        self._drop_connection()
+        self._finish_local(LocalServer(self.python, self._server_argv()))
+
+    def _finish_local(self, server: LocalServer | None = None):
+        """The handshake and the ready wait of `server` (default: the spawned one), within
+        start_timeout of now. Until its handshake succeeds, self.server stays what it was (the
+        crashed one a restart replaces: the next request reports it again), or None for a spawned
+        one."""
+        spawned = server is None
+        server = self.server if spawned else server
         end = time.monotonic() + self.start_timeout
-        self.server = LocalServer(self.python, args + list(self.server_args), self.start_timeout, self._cancelled)
+        try:
+            server.handshake(self.start_timeout, self._cancelled)
+        except DualPMError:
+            if spawned:
+                self.server = None
+            raise
+        self.server = server
         self.url, self.token = self.server.url, self.server.token
         try:
             self._wait_ready(end)
@@ -286,7 +353,7 @@ class InferenceClient:
                 why = str(e)
             if self.server is not None and not self.server.alive():
                 rc = self.server.wait(1.0)
-                time.sleep(0.05)
+                self.server.settle()
                 raise DualPMError(f"inference server {describe_exit(rc)} before it was ready: "
                                   f"{self.server.last_line()}")
             if time.monotonic() > end:
@@ -299,7 +366,9 @@ class InferenceClient:
         with self._lock:
             self._drop_connection()
             if self.server is not None:
-                self.server.stop()
+                # Spawned but never handshaken (the caller failed before it needed the server):
+                # it serves nothing yet, so no need to wait for it to notice its closed stdin.
+                self.server.stop(graceful=self.server.handshaken)
                 self.server = None
 
     @property
@@ -358,6 +427,8 @@ class InferenceClient:
             return
         if self.server is None:
             return self._start_local()
+        if not self.server.handshaken:  # spawned: finish its start
+            return self._finish_local()
         if self.server.alive():
             return
         rc = self.server.wait(1.0)
@@ -380,7 +451,7 @@ class InferenceClient:
         rc = self.server.wait(2.0)
         if rc is None:
             raise DualPMError(f"lost the connection to the inference server at {self.url}: {e}") from None
-        time.sleep(0.05)  # the stderr reader's last line
+        self.server.settle()  # the stderr reader's last line
         cause = f"inference server {describe_exit(rc)} during the request"
         detail = self.server.last_line() if rc > 0 else ""
         self.last_crash = cause + (f": {detail}" if detail else "")

@@ -193,6 +193,53 @@ def test_start_failures_name_the_cause(tmp_path):
         InferenceClient(python="/no/such/python").start()
 
 
+def test_spawn_starts_only_the_process_and_the_first_request_finishes_the_start(stand_in_model):
+    # `dualpm reconstruct` spawns before it imports bpy, where no thread may run (client.py)
+    threads = threading.active_count()
+    c = InferenceClient(model=stand_in_model).spawn()
+    try:
+        assert threading.active_count() == threads
+        assert c.server.alive() and not c.server.handshaken and c.metadata is None
+        assert c.spawn().server is c.server  # a second spawn keeps it
+        assert c.predict(IMAGE)["P"].shape == (4, 160, 160, 3)
+        assert c.server.handshaken and c.restarts == 0
+    finally:
+        c.close()
+
+
+def test_a_spawned_server_that_fails_before_the_handshake_reports_it_as_start_does(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage")
+    c = InferenceClient(model=str(tmp_path / "none.onnx")).spawn()
+    assert c.server.wait(30) == 2  # long dead, its output unread, when the handshake begins
+    with pytest.raises(DualPMError) as e:
+        c.start()
+    assert str(e.value).startswith("inference server exited with code 2 before it started: ")
+    assert str(e.value).endswith("none.onnx: no such file")
+    assert "\n" not in str(e.value) and c.server is None
+
+    c = InferenceClient(model=str(bad)).spawn()
+    c.server.wait(30)
+    with pytest.raises(DualPMError) as e:
+        c.predict(IMAGE)
+    assert str(e.value).startswith("inference server exited with code 3 before it was ready: ")
+    assert "bad.onnx: ONNX Runtime cannot load it" in str(e.value)
+
+    c = InferenceClient(python="/no/such/python").spawn()  # spawn never raises; start says why
+    assert c.server is None
+    with pytest.raises(DualPMError, match="cannot start the inference server with /no/such/python"):
+        c.start()
+
+
+def test_closing_a_spawned_server_never_started_ends_it_at_once(stand_in_model):
+    c = InferenceClient(model=stand_in_model).spawn()
+    proc = c.server.proc
+    t = time.monotonic()
+    c.close()
+    assert proc.poll() is not None and time.monotonic() - t < 2.5
+    assert c.server is None
+
+
 def test_start_timeout_names_the_last_stderr_line(tmp_path):
     fake = tmp_path / "python"  # a real executable that never hands shake
     fake.write_text("#!/bin/sh\necho 'loading CUDA kernels...' >&2\nexec sleep 30\n")

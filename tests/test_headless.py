@@ -5,6 +5,7 @@ server subprocess and the oracle model (tests/extension_fixtures.py)."""
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -73,6 +74,47 @@ def test_bad_arguments_exit_2_before_any_photo(data, tmp_path):
                    "--bvh", str(tmp_path / "missing.bvh"))
     assert proc.returncode == 2 and "missing.bvh: no such file" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+_SPAWN_ORDER = """
+import builtins, json, subprocess, sys, threading
+events, servers = [], []
+real_import, real_popen = builtins.__import__, subprocess.Popen.__init__
+
+def watch_import(name, *a, **k):
+    if name == "bpy" and "bpy" not in sys.modules:
+        events.append(["import bpy", threading.active_count()])
+    return real_import(name, *a, **k)
+
+def watch_popen(self, args, *a, **k):
+    real_popen(self, args, *a, **k)
+    if "model_server" in args:
+        events.append(["spawn server", threading.active_count()])
+        servers.append(self)
+
+builtins.__import__, subprocess.Popen.__init__ = watch_import, watch_popen
+from dualpm_addon import cli
+rc = cli.main(["reconstruct", sys.argv[1], "--out", sys.argv[2]])
+print(json.dumps({"rc": rc, "events": events, "server_alive": [p.poll() is None for p in servers]}))
+"""
+
+
+def test_the_server_is_spawned_before_bpy_imports_and_no_thread_runs_meanwhile(tmp_path):
+    """The server starts beside bpy's import (~1 s each, in series before). No thread of ours
+    may run during that import (a thread's lazy import against bpy's deadlocked the process):
+    one thread at the spawn and at the import. A photo that fails before it needs the server
+    leaves none behind."""
+    photo = tmp_path / "damaged.png"
+    photo.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    user = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))  # not ~/.config/blender
+    proc = subprocess.run([sys.executable, "-c", _SPAWN_ORDER, str(photo), str(out)], capture_output=True,
+                          text=True, timeout=300, cwd=env.ROOT, env=user)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["events"] == [["spawn server", 1], ["import bpy", 1]], got
+    assert got["rc"] == 1 and got["server_alive"] == [False]
+    assert json.loads((out / "damaged.json").read_text())["status"] == "failed"
 
 
 def _png(path, array) -> str:
