@@ -114,7 +114,9 @@ def run(args) -> int:
         if sig is not None:
             signal.signal(sig, lambda s, _f: request_stop(EXIT_OK, f"signal {signal.Signals(s).name}"))
 
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="accept", daemon=True).start()
+    # The accept loop notices a shutdown only at its next poll: 0.05 s, so a stop (the client's
+    # pipe closing when `dualpm reconstruct` finishes, which waits for it) takes ~0.07 s, not 0.17.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="accept", daemon=True).start()
     host, port = server.server_address[:2]
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
     url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
