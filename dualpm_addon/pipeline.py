@@ -175,8 +175,9 @@ def _check(cancelled) -> None:
 
 
 def reconstruct(predictor, photo: PhotoInput, template=None, settings: Settings | None = None,
-                report=None, cancelled=None, timings: dict | None = None) -> Reconstruction:
-    """Crop and infer, extract points, fit; every failure the user can cause is a DualPMError."""
+                report=None, cancelled=None, timings: dict | None = None, before_fit=None) -> Reconstruction:
+    """Crop and infer, extract points, fit; every failure the user can cause is a DualPMError.
+    `before_fit()`, when given, is called between the two (a caller's warm-up to wait for)."""
     from . import preprocess
 
     report = report or (lambda stage, fraction: None)
@@ -191,6 +192,8 @@ def reconstruct(predictor, photo: PhotoInput, template=None, settings: Settings 
         pm["segmenter_note"] = segmenter_note
     timings["inference"] = time.perf_counter() - t0
     _check(cancelled)
+    if before_fit is not None:
+        before_fit()
 
     return from_pointmap(pm, photo, predictor_version=model_version(predictor), template=template,
                          settings=settings, report=report, cancelled=cancelled, timings=timings)

@@ -127,10 +127,13 @@ def run_inference(request: PhotoRequest, report=None, cancelled=None, timings=No
                   job=None):
     """Worker side: start the backend if needed, then crop, infer and fit (pipeline.reconstruct)."""
     report = report or (lambda stage, fraction: None)
-    predictor = start_backend(request, report, timings, predictor, job)
-    return core("pipeline").reconstruct(predictor, request.photo, template=session.template(),
-                                        settings=pipeline_settings(request.settings), report=report,
-                                        cancelled=cancelled, timings=timings)
+    predictor, warm = start_backend(request, report, timings, predictor, job)
+    try:
+        return core("pipeline").reconstruct(predictor, request.photo, template=session.template(),
+                                            settings=pipeline_settings(request.settings), report=report,
+                                            cancelled=cancelled, timings=timings, before_fit=warm.join)
+    finally:
+        warm.join()
 
 
 def run_inference_all(request: PhotoRequest, report=None, cancelled=None, timings=None, predictor=None,
@@ -143,9 +146,12 @@ def run_inference_all(request: PhotoRequest, report=None, cancelled=None, timing
     pipeline = core("pipeline")
     report = report or (lambda stage, fraction: None)
     timings = {} if timings is None else timings
-    predictor = start_backend(request, report, timings, predictor, job)
+    predictor, warm = start_backend(request, report, timings, predictor, job)
     settings = pipeline_settings(request.settings)
-    maps = pipeline.predict_animals(predictor, request.photo, settings, timings)
+    try:
+        maps = pipeline.predict_animals(predictor, request.photo, settings, timings)
+    finally:
+        warm.join()
     recs, request.animal_errors = [], []
     for pm in maps:
         try:
@@ -160,8 +166,10 @@ def run_inference_all(request: PhotoRequest, report=None, cancelled=None, timing
 
 
 def start_backend(request: PhotoRequest, report, timings=None, predictor=None, job=None):
-    """The predictor, started (the session's backend unless the caller brings one); the fit's
-    template index builds meanwhile."""
+    """(predictor, warm): the predictor, started (the session's backend unless the caller brings
+    one), and the thread that builds what the fit and the character need from the template
+    (~0.2 s each, once per session) meanwhile; it goes on beside the segmenter and the predictor's
+    runs, so join it before the fit."""
     own = predictor is None  # the session's backend (kept between clicks), not the caller's
     if own:
         predictor = session.backend(request.settings)
@@ -170,24 +178,25 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
     report("inference", 0.0)
     t0 = time.perf_counter()
     template = session.template()
-    # The fit's template index and the character mesh (~0.2 s each, once per session) build
-    # while the server starts.
-    # Modules are imported here, on the main thread: the thread only computes.
+    # Modules are imported here, on the main thread: the thread only computes. That includes the
+    # segmenter's (onnxruntime; the session is cached for the inference to come).
     character = (core("character"), core("character.instance")) if request.settings.get(
         "character", "character") == "character" else None
+    if request.photo.mask is None:
+        pipeline = core("pipeline")
+        pipeline.load_segmenter(pipeline_settings(request.settings).segmenter)
     warm = threading.Thread(target=_warm, args=(template, character), daemon=True)
     warm.start()
     try:
         predictor.start()
     except BaseException:
+        warm.join()
         if own:
             session.discard(predictor)  # the next click starts afresh
         raise
-    finally:
-        warm.join()
     if timings is not None:
         timings["server_start"] = time.perf_counter() - t0
-    return predictor
+    return predictor, warm
 
 
 def _warm(template, character) -> None:
