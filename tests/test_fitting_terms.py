@@ -80,6 +80,44 @@ def test_silhouette_fill(setup):
     check(terms.SilhouetteFill(verts, mask, K), x, share=0.98)
 
 
+def _cover(setup, mask):
+    model, _, verts, _, _, _, _ = setup
+    horse = model.ctx.template
+    mesh = BoundPoints(model, horse.vertices, horse.skin_joints, horse.skin_weights)
+    return terms.SilhouetteCover(verts, mesh, horse.faces, mask, K)
+
+
+def test_silhouette_cover(setup):
+    model, _, verts, x, _, _, mask = setup
+    term = _cover(setup, mask)
+    r = term.residuals(x).reshape(-1, 2)
+    # Some mask samples are covered (zero rows) and some are not: the test means something.
+    assert 0 < np.count_nonzero(np.abs(r).sum(axis=1)) < len(r)
+    check(term, x, share=0.98)
+
+
+def test_silhouette_cover_charges_only_what_the_rig_misses(setup):
+    """A mask the posed rig covers entirely costs nothing; one beside the rig costs every sample."""
+    from scipy import ndimage
+
+    from dualpm_addon import silhouette
+
+    model, _, _, x, _, _, _ = setup
+    horse = model.ctx.template
+    mesh = BoundPoints(model, horse.vertices, horse.skin_joints, horse.skin_weights)
+    kf = K.copy()
+    kf[:2, :2] *= np.exp(model.log_focal(x))
+    drawn = silhouette.rasterize(mesh.camera(x), horse.faces, kf, (160, 160))
+    assert drawn.sum() > 200
+    inner = ndimage.binary_erosion(drawn, iterations=2)
+    assert np.count_nonzero(_cover(setup, inner).residuals(x)) == 0
+    away = np.zeros((160, 160), bool)
+    away[~ndimage.binary_dilation(drawn, iterations=3)] = True
+    away[:, 40:] = False
+    r = _cover(setup, away).residuals(x).reshape(-1, 2)
+    assert len(r) > 50 and np.all(np.abs(r).sum(axis=1) > 0)
+
+
 def test_priors(setup):
     model, _, _, x, _, _, _ = setup
     for term in (terms.PosePriorTerm(model, 0.1), terms.ScalePrior(model, 0.2), terms.FocalPrior(model, 0.3),
@@ -101,7 +139,7 @@ def test_sample_field_grows_past_the_border():
 def test_root_only_columns_are_the_full_jacobians_columns(setup):
     model, bound, verts, x, scene, uv, mask = setup
     for term in (terms.Points3D(bound, scene["P"], 0.5), terms.Reprojection(bound, uv, K, 160),
-                 terms.SilhouetteInside(verts, mask, K), terms.SilhouetteFill(verts, mask, K)):
+                 terms.SilhouetteInside(verts, mask, K), terms.SilhouetteFill(verts, mask, K), _cover(setup, mask)):
         full = term.jacobian(x)[:, model.active(True)]
         model.root_only = True
         try:

@@ -8,10 +8,11 @@ silhouette    the posed surface, projected, stays inside the mask and fills it
 priors        pose, bone-length scales, focal length, thickness
 """
 
+from .coverage import SilhouetteCover
 from .points3d import Points3D
 from .priors import FocalPrior, PosePriorTerm, ScalePrior, ThicknessPrior
 from .reprojection import Reprojection
 from .silhouette import SilhouetteFill, SilhouetteInside
 
-__all__ = ["Points3D", "Reprojection", "SilhouetteInside", "SilhouetteFill", "PosePriorTerm", "ScalePrior",
+__all__ = ["Points3D", "Reprojection", "SilhouetteInside", "SilhouetteFill", "SilhouetteCover", "PosePriorTerm", "ScalePrior",
            "FocalPrior", "ThicknessPrior"]
