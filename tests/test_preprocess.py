@@ -116,6 +116,19 @@ def test_low_confidence_is_no_animal():
     assert preprocess.animal_blob(sure, "x.jpg").sum() == 80 * 80
 
 
+def test_a_user_mask_needs_the_model_only_partly_sure():
+    """With the user's mask a third of the region confident is enough (a quarter is needed); without a mask, half."""
+    occ = np.zeros((4, 160, 160), np.float32)
+    occ[0, 40:120, 40:120] = 0.9
+    conf = np.full((4, 160, 160), 1.2, np.float32)
+    conf[0, 40:67] = 3.0  # 27 of the blob's 80 rows
+    partly = {"occupancy": occ, "confidence": conf}
+    with pytest.raises(DualPMError, match=r"unsure: 34% .* below 50%"):
+        preprocess.animal_blob(partly, "x.jpg")
+    given = preprocess.MIN_CONFIDENT_FRACTION_GIVEN
+    assert preprocess.animal_blob(partly, "x.jpg", min_confident=given).sum() == 80 * 80
+
+
 def test_user_mask_gives_the_box_and_skips_the_search(runner):
     q = np.asarray(Image.open(photo("quokka.jpg")).convert("RGB"))
     ann = json.load(open(photo("quokka_annotations.json")))
