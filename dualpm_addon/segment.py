@@ -46,18 +46,36 @@ def default_path() -> str:
 
 
 def default_threads() -> int:
-    """Every core, at most 4. On the 2-core target machine the quokka photo took 0.30 s with two
-    threads and 0.53 s with one while the machine was otherwise quiet; with other work on the
-    second core two threads lose a little (0.64 s against 0.57 s). The segmenter runs while the
-    artist waits for it, so the quiet case is the one to serve."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """One thread per core that other work leaves free now, at least 1, at most 4.
+
+    On the 2-core target machine, quiet, the quokka photo took 0.30 s with two threads and 0.53 s
+    with one; with other work on the second core two threads lose (0.54-0.64 s against 0.39-0.57
+    s: ONNX Runtime's threads wait for each other, and spin while they wait), so the segmenter
+    takes the cores that are free when it is made (busy_cores)."""
+    cores = os.cpu_count() or 1
+    return max(1, min(4, cores, int(round(cores - busy_cores()))))
+
+
+def busy_cores() -> float:
+    """Cores that other work keeps busy now: the runnable tasks besides this one (Linux's
+    /proc/loadavg, an instant's count), else the 1-minute load average less this process, else 0."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        return float(max(running - 1, 0))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return max(os.getloadavg()[0] - 1.0, 0.0)
+    except (OSError, AttributeError):  # Windows has no load average
+        return 0.0
 
 
 class Segmenter:
     """An onnxruntime session of U^2-Net-p (CPU provider) and its pre- and post-processing."""
 
-    def __init__(self, session, path: str):
-        self.session, self.path = session, path
+    def __init__(self, session, path: str, threads: int | None = None):
+        self.session, self.path, self.threads = session, path, threads
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
 
@@ -115,7 +133,8 @@ def load(path: str | None = None, threads: int | None = None) -> Segmenter:
     except ImportError:
         raise DualPMError("onnxruntime is not installed in this Python (pip install onnxruntime)") from None
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or default_threads()
+    threads = int(threads or default_threads())
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # ORT's own warnings would break the one-line-error promise
     try:
@@ -128,7 +147,7 @@ def load(path: str | None = None, threads: int | None = None) -> Segmenter:
         shape = [list(i.shape) for i in inputs]
         raise DualPMError(f"segmenter {path} is not U^2-Net-p (inputs {shape}, expected one "
                           f"[1, 3, {INPUT_SIZE}, {INPUT_SIZE}]): {_HOW}")
-    return Segmenter(session, path)
+    return Segmenter(session, path, threads)
 
 
 def animal_regions(mask: np.ndarray, min_fraction: float = MIN_REGION_FRACTION) -> list[np.ndarray]:

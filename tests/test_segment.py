@@ -182,3 +182,16 @@ def test_two_animals(seg, runner):
     empty_box[10:60, 10:60] = True  # a "region" with no animal in it
     with pytest.raises(DualPMError, match="predictor sees no animal in the segmenter's region"):
         preprocess.predict_photo(runner, img, empty_box, mask_source="segmenter", source="two.png")
+
+
+def test_default_threads_take_the_cores_other_work_leaves_free(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for busy, want in ((0.0, 2), (0.4, 2), (1.0, 1), (3.0, 1)):
+        monkeypatch.setattr(segment, "busy_cores", lambda b=busy: b)
+        assert segment.default_threads() == want
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(segment, "busy_cores", lambda: 2.0)
+    assert segment.default_threads() == 4
+    monkeypatch.undo()
+    assert segment.busy_cores() >= 0.0
+    assert segment.load(threads=1).threads == 1
