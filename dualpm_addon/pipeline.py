@@ -266,7 +266,8 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
         grid_mask = photo_grid_mask(pm, photo_mask, box, size)
         fit = fit_skeleton.fit_to_photo(pts, k_crop, grid_mask, fit_context(template),
                                         fit_skeleton.PhotoOptions(fit=options),
-                                        focal_known=bool(pm.get("focal_from_exif", False)))
+                                        focal_known=bool(pm.get("focal_from_exif", False)),
+                                        seen=photo_grid_seen(box, photo_mask, size))
         k_crop = np.asarray(fit.intrinsics, dtype=np.float64)
         # The cloud goes where the rig says each point is: it then lines up with the photo too.
         # Visible points stay on their own pixel's ray, at the fitted depth.
@@ -334,6 +335,23 @@ def photo_grid_mask(pm: dict, photo_mask, box, size: int) -> np.ndarray:
 
         return crop_resize_mask(np.asarray(photo_mask, dtype=bool), box, size) > 127
     return np.asarray(pm["occupancy"])[0] > pointmap.OCCUPANCY_THRESHOLD
+
+
+def photo_grid_seen(box, photo_mask, size: int) -> np.ndarray | None:
+    """(size, size) bool: the map's grid pixels where the mask is known. A crop box may reach past
+    the photo's edges; past an edge that the animal's mask touches, the animal may go on out of
+    frame, so the mask knows nothing there (False). Past an edge it does not touch the animal
+    has ended inside the photo. None: no photo mask."""
+    if photo_mask is None:
+        return None
+    m = np.asarray(photo_mask, dtype=bool)
+    h, w = m.shape
+    x0, y0, x1, y1 = (float(v) for v in box)
+    xs = x0 + (np.arange(size) + 0.5) * (x1 - x0) / size
+    ys = y0 + (np.arange(size) + 0.5) * (y1 - y0) / size
+    cut_x = (xs < 0) & m[:, 0].any() | (xs >= w) & m[:, -1].any()
+    cut_y = (ys < 0) & m[0].any() | (ys >= h) & m[-1].any()
+    return ~(cut_y[:, None] | cut_x[None, :])
 
 
 def fitted_points(fit, q: np.ndarray, skeleton) -> np.ndarray:

@@ -364,3 +364,7 @@ def test_photo_fit_bad_input_is_one_line(ctx, render):
         fs.fit_to_photo(pts, render["intrinsics"], np.zeros((160, 160), bool), ctx)
     with pytest.raises(DualPMError, match="intrinsics"):
         fs.fit_to_photo(pts, np.eye(2), None, ctx)
+    mask = np.zeros((160, 160), bool)
+    mask[60:100, 40:120] = True
+    with pytest.raises(DualPMError, match=r"seen region is \(80, 80\), the mask \(160, 160\)"):
+        fs.fit_to_photo(pts, render["intrinsics"], mask, ctx, seen=np.ones((80, 80), bool))

@@ -113,3 +113,19 @@ def test_from_pointmap_fits_with_the_predicted_map_prior_and_records_it(horse):
     assert rec.settings["pose_weight"] == fit_skeleton.PREDICTED_POSE_WEIGHT
     rec = pipeline.from_pointmap(pm, photo, template=horse, settings=pipeline.Settings(pose_weight=0.002))
     assert rec.settings["pose_weight"] == 0.002
+
+
+def test_photo_grid_seen_frees_only_past_the_edges_the_animal_touches():
+    """The crop reaches past the photo on the left and the bottom; the animal touches the left
+    edge only: past the left edge the mask knows nothing, past the bottom it is background."""
+    from dualpm_addon import pipeline as pl
+
+    mask = np.zeros((100, 200), bool)
+    mask[40:80, 0:60] = True  # cut by the left edge, ends 20 rows above the bottom
+    seen = pl.photo_grid_seen((-20.0, 20.0, 80.0, 120.0), mask, 10)  # 10 photo pixels per grid pixel
+    assert seen.shape == (10, 10)
+    assert not seen[:, :2].any()  # x < 0: past the edge the animal touches
+    assert seen[:, 2:].all()  # the photo, and past the bottom (y >= 100, rows 8 and 9)
+    assert pl.photo_grid_seen((0, 0, 10, 10), None, 10) is None
+    mask[40:80, 0] = False  # now it ends one pixel short of the edge: all known
+    assert pl.photo_grid_seen((-20.0, 20.0, 80.0, 120.0), mask, 10).all()

@@ -116,19 +116,22 @@ def _place(x, model, r, centre_uv, depth, k, rest_centre):
 
 def fit_to_photo(points: dict, intrinsics: np.ndarray, mask: np.ndarray | None = None,
                  context: FitContext | None = None, options: PhotoOptions | None = None,
-                 focal_known: bool = False):
+                 focal_known: bool = False, seen: np.ndarray | None = None):
     """Fit the rig to a photo's dual point map.
 
     points: pointmap.extract_points' dict (P, Q, layer, pixel (row, col) in the crop grid,
     confidence); intrinsics (3, 3) of that grid; mask (size, size) bool, the animal in the grid
-    (None: no silhouette terms). Returns a SkeletonFit whose `intrinsics` is the solved camera of
+    (None: no silhouette terms); seen (size, size) bool, the grid's pixels that show the photo
+    (None: all). Where the crop reaches past the photo's edge the mask says nothing: an animal
+    cut by the frame goes on there, so the rig may too (it pays nothing for being outside the
+    mask there, and the outline IoU that picks the hypothesis leaves those pixels out). Returns a SkeletonFit whose `intrinsics` is the solved camera of
     the grid and whose `photo` dict records the hypotheses and the cost per term.
     """
     with single_threaded_blas():
-        return _fit_to_photo(points, intrinsics, mask, context, options or PhotoOptions(), focal_known)
+        return _fit_to_photo(points, intrinsics, mask, context, options or PhotoOptions(), focal_known, seen)
 
 
-def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: bool):
+def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: bool, seen=None):
     timings = {}
     tic = time.perf_counter()
     fo = options.fit
@@ -142,6 +145,9 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
         if mask.ndim != 2 or not mask.any():
             raise DualPMError(f"fit: the mask must be a non-empty (H, W) image, got shape {mask.shape}")
         size = float(max(mask.shape))
+        seen = np.ones(mask.shape, bool) if seen is None else np.asarray(seen, dtype=bool)
+        if seen.shape != mask.shape:
+            raise DualPMError(f"fit: the seen region is {seen.shape}, the mask {mask.shape}")
     ctx = context if isinstance(context, FitContext) else prepare(context)
     template = ctx.template
     rng = np.random.default_rng(fo.seed)
@@ -158,7 +164,7 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
         ids = _vertex_samples(template, options.vertex_samples)
         verts = BoundPoints(model, np.asarray(template.vertices)[ids], np.asarray(template.skin_joints)[ids],
                             np.asarray(template.skin_weights)[ids])
-        objective.append(terms.SilhouetteInside(verts, mask, k, options.inside_weight, "soft_l1",
+        objective.append(terms.SilhouetteInside(verts, mask | ~seen, k, options.inside_weight, "soft_l1",
                                                 options.silhouette_f_scale))
         mesh = BoundPoints(model, np.asarray(template.vertices), np.asarray(template.skin_joints),
                            np.asarray(template.skin_weights))
@@ -223,7 +229,7 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
             scored = []
             for sv in solved:
                 model.set_fixed(sv[3])
-                scored.append((-_outline_iou(mesh, template.faces, k, sv[2], mask), sv))
+                scored.append((-_outline_iou(mesh, template.faces, k, sv[2], mask, seen), sv))
             model.set_fixed(starts[0][2])
             scored.sort(key=lambda s: s[0])
             solved = [sv for _, sv in scored]
@@ -237,7 +243,7 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
         sol = solver.levenberg_marquardt(obj, x0, options.final_iterations, options.tol)
         score = sol.cost
         if options.by_outline and mask is not None:
-            score = -_outline_iou(mesh, template.faces, k, sol.x, mask)
+            score = -_outline_iou(mesh, template.faces, k, sol.x, mask, seen)
         if best is None or score < best[4]:
             best = (sol, name, fixed, obj, score)
     sol, name, fixed, objective, _ = best
@@ -256,15 +262,16 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     return out
 
 
-def _outline_iou(mesh: BoundPoints, faces, k, x, mask) -> float:
-    """IoU of the posed mesh, rasterized through the solved camera, with the mask (the grid)."""
+def _outline_iou(mesh: BoundPoints, faces, k, x, mask, seen) -> float:
+    """IoU of the posed mesh, rasterized through the solved camera, with the mask, over the
+    grid's pixels that show the photo."""
     from .. import silhouette as raster
 
     kf = np.asarray(k, dtype=np.float64).copy()
     f = np.exp(mesh.model.log_focal(x))
     kf[0, 0] *= f
     kf[1, 1] *= f
-    return raster.iou(raster.rasterize(mesh.camera(x), faces, kf, mask.shape), mask)
+    return raster.iou(raster.rasterize(mesh.camera(x), faces, kf, mask.shape) & seen, mask)
 
 
 def _tilted(x, tilt, centre):
