@@ -100,9 +100,11 @@ def fit_one(pm: dict, sample: dict, fit: str, exact: bool, body_length: float) -
 
     from dualpm_addon import fitting
 
-    # exact maps: every occupied point, and the fit's default pose prior (as `dualpm eval` does)
-    settings = (pipeline.Settings(fit=fit, confidence_threshold=-np.inf, pose_weight=fitting.FitOptions.pose_weight)
-                if exact else pipeline.Settings(fit=fit))
+    # exact maps: every occupied point, and the fit's default pose prior (as `dualpm eval` does);
+    # no character: its shape solve and bake come after the fit and change nothing measured here
+    settings = (pipeline.Settings(fit=fit, confidence_threshold=-np.inf, pose_weight=fitting.FitOptions.pose_weight,
+                                  character="points")
+                if exact else pipeline.Settings(fit=fit, character="points"))
     t0 = time.process_time()
     try:
         rec = pipeline.from_pointmap(dict(pm), pipeline.PhotoInput(np.asarray(sample["rgb"]), None, None, "render"),
