@@ -159,3 +159,18 @@ def test_delight_is_an_option_and_keeps_the_texture_complete(scene):
     assert not np.any(tex.source.reshape(-1)[scene["tm"].pixel] == texture.NONE)
     err, _ = _error(tex, scene["truth"], scene["tm"], texture.PHOTO)
     assert err < 0.08  # the known texture carries no light; its colour/normal correlation costs a little
+
+
+def test_the_preview_z_buffers_only_the_faces_that_look_at_the_camera(scene):
+    mesh, v, k = scene["mesh"], scene["v"], scene["k"]
+    front = cpreview.facing(v, mesh.faces)
+    assert 0.3 * len(mesh.faces) < len(front) < 0.7 * len(mesh.faces)
+    _, every, _ = raster.zbuffer(v, mesh.faces, k, (240, 320))
+    _, culled, _ = raster.zbuffer(v, mesh.faces[front], k, (240, 320))
+    assert np.array_equal(every >= 0, culled >= 0)  # the same pixels covered
+    culled = np.where(culled >= 0, front[np.maximum(culled, 0)], -1)
+    assert (culled != every).mean() < 1e-3  # by the same faces, but for ties on shared edges
+    assert np.array_equal(cpreview.render(v, mesh.faces, mesh.uv, scene["truth"], k, (240, 320))[1], every >= 0)
+    sheet = np.array([[0, 0, 1.0], [1, 0, 1], [0, 1, 1]])  # open: either side is seen
+    for f in ([[0, 1, 2]], [[0, 2, 1]]):
+        assert list(cpreview.facing(sheet, np.array(f))) == [0]

@@ -16,6 +16,7 @@ from . import raster
 
 SIDE_AZIMUTH = 0.0  # from +X: the animal's left side (preview.novel_view's convention)
 BEHIND_AZIMUTH = 90.0  # from +Y: the animal faces -Y, so this looks at its back
+CLOSED_TOLERANCE = 1e-6  # relative: the character's two volumes differ by 1e-14 (facing)
 
 
 def sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -32,6 +33,32 @@ def sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
+def facing(vertices_cam: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Indices of the faces a z-buffer of the mesh needs: for a closed surface (the character,
+    welded but for its UV seams) those that look at the camera, else all of them.
+
+    A camera outside a closed surface sees, along each ray, where the ray enters it: a face that
+    looks at the camera, its outward side told by the sign of the enclosed volume. The volume
+    measured from the camera and from the mesh's centre agree only for a closed surface (a lone
+    sheet's would not tell its sides apart), so that is the test. Dropping the other faces first
+    halves the z-buffer's work (the preview's three views: 0.12 s of z-buffer before, 0.06 s
+    after) and leaves the picture as it was (the Muybridge cat's four z-buffers: the same pixels
+    covered, the same face at all but 0.01-0.05% of them, ties on shared edges)."""
+    v = np.asarray(vertices_cam, np.float64)
+    f = np.asarray(faces, np.int64)
+    every = np.arange(len(f))
+    if not len(f):
+        return every
+    tri = v[f]
+    volume = np.einsum("ij,ij->", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
+    c = tri - v[np.unique(f)].mean(axis=0)
+    centred = np.einsum("ij,ij->", c[:, 0], np.cross(c[:, 1], c[:, 2]))
+    if not np.isfinite(volume) or abs(volume - centred) > CLOSED_TOLERANCE * abs(centred) or centred == 0:
+        return every
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return np.nonzero(np.sign(centred) * np.einsum("ij,ij->i", normal, tri[:, 0]) < 0)[0]
+
+
 def render(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, image: np.ndarray, intrinsics: np.ndarray,
            size, background=None, shade: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(rgb (H, W, 3) uint8, coverage (H, W) bool): the textured mesh through the camera.
@@ -39,7 +66,10 @@ def render(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, image: n
     h, w = (int(v) for v in size)
     v = np.asarray(vertices_cam, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
-    _, face, bary = raster.zbuffer(v, f, intrinsics, (h, w))
+    front = facing(v, f)
+    _, face, bary = raster.zbuffer(v, f[front], intrinsics, (h, w))
+    if len(front):
+        face = np.where(face >= 0, front[np.maximum(face, 0)], -1)
     if background is None or np.ndim(background) == 1:
         out = np.empty((h, w, 3), np.uint8)
         out[:] = BACKGROUND if background is None else background
