@@ -63,6 +63,9 @@ class ChainModel:
         self._bones = None
         self.version = 0  # bumped when fixed_rot changes, so bound points drop their caches
         self.root_only = False  # while set, bound points give only the root's Jacobian columns
+        # while set, bound points leave the shape's columns (scales, thickness) of their Jacobian at
+        # zero: a solve of the pose alone (the clip fit's frames) never reads them
+        self.pose_only = False
 
     def set_fixed(self, fixed_rot: np.ndarray) -> None:
         self.fixed_rot = np.array(fixed_rot, dtype=np.float64)
@@ -194,7 +197,7 @@ class BoundPoints:
         xs = np.einsum("nsab,nsb->nsa", gr[self.kj], y) + gt[self.kj]
         pm = np.einsum("ns,nsa->na", self.kw, xs)
         u = pm @ rm.T
-        self._key, self._fwd, self._jac, self._jac_root = key, (xs, pm, u), None, False
+        self._key, self._fwd, self._jac, self._jac_root = key, (xs, pm, u), None, None
         return self._fwd
 
     def camera(self, x) -> np.ndarray:
@@ -203,9 +206,11 @@ class BoundPoints:
     def jacobian(self, x) -> np.ndarray:
         """(N, 3, n_params) d camera / d x, cached for the last x; while model.root_only is set,
         (N, 3, len(model.active(True))): the root's columns alone (a root-only solve needs no
-        more, and they are a small part of the cost)."""
+        more, and they are a small part of the cost); while model.pose_only is set, the scale and
+        thickness columns are zero."""
         xs, pm, u = self.forward(x)
-        if self._jac is not None and self._jac_root == self.model.root_only:
+        mode = (self.model.root_only, self.model.pose_only)
+        if self._jac is not None and self._jac_root == mode:
             return self._jac
         model = self.model
         rm, gr, gt, sg, s, th = model.bones(x)
@@ -218,7 +223,7 @@ class BoundPoints:
         j[:, 2, 0:3] = a[0] * u[:, 1, None] - a[1] * u[:, 0, None]
         j[:, :, 3:6] = np.eye(3)
         j[:, :, 6] = u
-        self._jac_root = root_only
+        self._jac_root = mode
         if root_only:  # the focal column, when there is one, is the projection's, not the points'
             self._jac = j
             return j
@@ -233,6 +238,9 @@ class BoundPoints:
             blk[:, 2, :] = ap[:, 0, :] * v[:, 1, None] - ap[:, 1, :] * v[:, 0, None]
             cols = model.col_rot[self.r_f][:, None] + np.arange(3)
             j[self.r_i[:, None], :, cols] = blk.transpose(0, 2, 1)
+        if model.pose_only:
+            self._jac = j
+            return j
         ys = gr[:, :, 1] @ rm.T  # (J, 3) camera-frame bone Y axes
         sv = (sg * s[self.s_k] * self.s_e)[:, None] * ys[self.s_k]
         vg = np.stack([np.bincount(self.s_inv, sv[:, c], minlength=len(self.sg_i)) for c in range(3)], axis=1)

@@ -64,23 +64,29 @@ def breakdown(terms, x) -> dict:
     return out
 
 
-def damped_step(h: np.ndarray, g: np.ndarray, lam: float, trial, cost: float, tries: int = 8):
+def damped_step(h: np.ndarray, g: np.ndarray, lam: float, trial, cost: float, tries: int = 8,
+                solve_damped=None):
     """One Levenberg-Marquardt step on the normal equations h step = -g, damped by lam times h's
     diagonal: `trial(step)` gives (cost, state) of the moved parameters; lam grows eightfold until
-    the cost falls (up to `tries` times) and shrinks fivefold after a success.
+    the cost falls (up to `tries` times) and shrinks fivefold after a success. solve_damped(lam),
+    where given, solves the damped system for an h held in another form (h is then None; the
+    clip fit's windows keep theirs banded) and raises LinAlgError where it is not positive definite.
 
     Returns (step, state or None when no try lowered the cost, the new cost, lam)."""
     from scipy.linalg import cho_factor, cho_solve
 
     idx = np.arange(len(g))
-    diag = np.maximum(h[idx, idx], 1e-12)
+    diag = np.maximum(h[idx, idx], 1e-12) if solve_damped is None else None
     step = np.zeros(len(g))
     for _ in range(tries):
-        a = h.copy()
-        a[idx, idx] += lam * diag
         try:
-            step = -cho_solve(cho_factor(a, lower=False, overwrite_a=True, check_finite=False), g,
-                              check_finite=False)
+            if solve_damped is not None:
+                step = solve_damped(lam)
+            else:
+                a = h.copy()
+                a[idx, idx] += lam * diag
+                step = -cho_solve(cho_factor(a, lower=False, overwrite_a=True, check_finite=False), g,
+                                  check_finite=False)
         except np.linalg.LinAlgError:
             lam *= 10
             continue

@@ -9,6 +9,8 @@ joint rotations).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from ..fitting.chain import ChainModel
@@ -28,6 +30,18 @@ def clip_model(ctx) -> ChainModel:
 def pose_columns(model: ChainModel) -> np.ndarray:
     """Parameters a frame owns: root rotation, translation, joint rotations."""
     return np.concatenate([np.arange(6), np.arange(7, model.col_scale)])
+
+
+@contextmanager
+def pose_only(model: ChainModel):
+    """While the clip's solves move the pose alone (tracking, the windows), the chain's Jacobians
+    skip the shape's columns, which no such solve reads (ChainModel.pose_only)."""
+    held = model.pose_only
+    model.pose_only = True
+    try:
+        yield model
+    finally:
+        model.pose_only = held
 
 
 def shape_columns(model: ChainModel) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 from .. import metrics
 from ..fitting import solver
 from ..rotations import quat_from_axis_angle, quat_slerp, quat_to_axis_angle
-from . import params
+from . import params, stacked
 from .frame import Frame, frame_terms
 
 
@@ -144,14 +144,26 @@ def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, 
             starts.append(kx)
     best = None
     for x0 in starts:
-        sol = solver.levenberg_marquardt(ts, x0, options.track_iterations, options.photo.tol, cols)
-        if best is None or sol.cost < best.cost:
+        sol = solve_pose(model, ts, x0, cols, options.track_iterations, options.photo.tol)
+        if best is None or sol[1] < best[1]:
             best = sol
-    iou = grid_iou(model, fr, best.x, shape)
+    iou = grid_iou(model, fr, best[0], shape)
     if np.isfinite(iou) and iou < options.min_rig_iou:
         return
-    tr.x[t], tr.tracked[t], tr.cost[t] = best.x, True, best.cost
+    tr.x[t], tr.tracked[t], tr.cost[t] = best[0], True, best[1]
     tr.frames[t], tr.terms[t] = fr, ts
+
+
+def solve_pose(model, terms_, x0: np.ndarray, cols: np.ndarray, iterations: int, tol: float):
+    """(x, cost): Levenberg-Marquardt over the pose columns `cols` of one frame's x, the steps of
+    solver.levenberg_marquardt on the stacked solve's assembly of the normal equations (one
+    weighted product for all terms), the chain's Jacobians without the shape's columns."""
+    zidx = np.full(len(x0), -1)
+    zidx[cols] = np.arange(len(cols))
+    block = stacked.Block(x0, zidx, terms_)
+    with params.pose_only(model):
+        sol = stacked.solve([block], [], np.asarray(x0, dtype=np.float64)[cols], iterations, tol, tries=8)
+    return block.x(sol.z), sol.cost
 
 
 def bridge(model, x: np.ndarray, tracked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -126,7 +126,8 @@ def smooth(model, samples, tr, options, report, cancelled, exact: bool = False) 
         z0 = np.concatenate([tr.x[t][pose] for t in range(a, b)])
         span = fixed + list(range(a, b))
         coupling = coupling_terms(model, blocks, contacts[span], options, body_length, nz, exact)
-        sol = stacked.solve(blocks, coupling, z0, options.window_iterations, options.photo.tol)
+        with params.pose_only(model):
+            sol = stacked.solve(blocks, coupling, z0, options.window_iterations, options.photo.tol)
         for i, t in enumerate(range(a, b)):
             tr.x[t] = blocks[len(fixed) + i].x(sol.z)
         report("smooth", (b - lo) / (hi - lo))
