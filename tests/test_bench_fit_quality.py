@@ -26,6 +26,7 @@ def test_one_render_per_set_gives_both_fits_and_the_targets():
     assert {f"rig IoU, {s}, {i}" for s in ("heldout_clips", "authored") for i in b.INPUTS} == set(iou)
     for r in iou.values():
         assert r["peer"] == "points fit" and 0.0 <= r["value"] <= 1.0 and r["photo_fit"]["n"] == 1
+        assert 0.0 <= r["character_rig_iou"] <= 1.0
     assert iou["rig IoU, heldout_clips, seg"]["target"] == 0.85
     assert iou["rig IoU, authored, true"]["target"] == 0.75
     # exact maps: a perfect predictor's rig lands on the animal
