@@ -89,15 +89,21 @@ def extract_points(arrays: dict, occupancy_threshold: float = OCCUPANCY_THRESHOL
                    confidence_threshold: float = CONFIDENCE_THRESHOLD) -> dict:
     """The amodal point cloud: P, Q (N, 3) float32, layer (N,) int16, pixel (N, 2) int32 (row, col),
     confidence and occupancy (N,) float32, and `colour` (N, 3) uint8 where the map has `rgb`."""
-    keep = keep_mask(arrays, occupancy_threshold, confidence_threshold)
+    # keep_mask's points, in its order; P and Q are checked for NaN on the kept pixels alone (a
+    # video extracts every frame: the whole-map check was most of the cost)
+    keep = (arrays["occupancy"] > occupancy_threshold) & (arrays["confidence"] >= confidence_threshold)
     layer, row, col = np.nonzero(keep)
+    p, q = arrays["P"][layer, row, col], arrays["Q"][layer, row, col]
+    finite = np.all(np.isfinite(p), axis=-1) & np.all(np.isfinite(q), axis=-1)
+    if not finite.all():
+        layer, row, col, p, q = layer[finite], row[finite], col[finite], p[finite], q[finite]
     out = {
-        "P": arrays["P"][keep].astype(np.float32),
-        "Q": arrays["Q"][keep].astype(np.float32),
+        "P": p.astype(np.float32),
+        "Q": q.astype(np.float32),
         "layer": layer.astype(np.int16),
         "pixel": np.stack([row, col], axis=1).astype(np.int32),
-        "confidence": arrays["confidence"][keep].astype(np.float32),
-        "occupancy": arrays["occupancy"][keep].astype(np.float32),
+        "confidence": arrays["confidence"][layer, row, col].astype(np.float32),
+        "occupancy": arrays["occupancy"][layer, row, col].astype(np.float32),
     }
     if "rgb" in arrays:
         out["colour"] = np.asarray(arrays["rgb"])[row, col].astype(np.uint8)
