@@ -51,7 +51,8 @@ photo (every animal) made all four files. Bad arguments exit 2 before any photo.
 
 The same functions as the panel run here (reconstruct.gather / run_inference / build_scene,
 retarget.retarget_armature, export.export_collection), synchronously: background Blender has no
-timers. The inference server is started once for the whole batch.
+timers. The inference server is started once for the whole batch, its process spawned before
+bpy is imported so that the two start side by side (dualpm_addon/client.py, InferenceClient.spawn).
 """
 
 from __future__ import annotations
