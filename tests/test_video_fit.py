@@ -112,3 +112,24 @@ def test_bad_clips_are_one_line_errors(walk, horse):
 def test_cancel_stops_the_fit(walk, horse):
     with pytest.raises(Cancelled):
         fit_clip(walk[1], horse, OPTIONS, cancelled=lambda: True)
+
+
+def test_frames_observed_during_inference_give_the_same_fit(walk, walk_fit, horse):
+    """fit_clip(observed=FrameObserver) takes the observer's work on the same dicts (fed as
+    inference finishes them) and observes the rest itself; the fit is the one without it."""
+    from dualpm_addon.video.fit import FrameObserver
+
+    maps = list(walk[1])
+    observer = FrameObserver(horse, OPTIONS)
+    for t in (0, 2, 3, 5):
+        observer.submit(t, maps[t])
+    observer.submit(4, dict(maps[4]))  # another dict than the fit gets: observed again there
+    fit = fit_clip(maps, horse, OPTIONS, observed=observer)
+    assert observer.seconds > 0 and set(observer.close()) == {0, 2, 3, 4, 5}
+    assert np.array_equal(fit.joints_cam, walk_fit[0].joints_cam)
+    other = FrameObserver(horse, ClipOptions(fps=24.0, keyframes=2, seed=5))  # other options: not used
+    other.submit(0, maps[0])
+    assert np.array_equal(fit_clip(maps, horse, OPTIONS, observed=other).joints_cam, walk_fit[0].joints_cam)
+    cancelled = FrameObserver(horse, OPTIONS)
+    cancelled.cancel()
+    assert cancelled.close() == {}

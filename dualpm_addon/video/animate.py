@@ -57,7 +57,7 @@ def animate(predictor, clip, masks=None, mask_paths=None, template=None, options
     from ..pipeline import model_version
     from ..template import load_default
     from . import infer, motion
-    from .fit import ClipOptions, fit_clip
+    from .fit import ClipOptions, FrameObserver, fit_clip
 
     report = report or (lambda stage, fraction: None)
     timings: dict = {}
@@ -68,22 +68,31 @@ def animate(predictor, clip, masks=None, mask_paths=None, template=None, options
     timings["predictor_start"] = time.perf_counter() - t0
     template = template or load_default()
     n = len(clip)
+    if options is None:
+        options = ClipOptions(fps=float(clip.fps))
     report("inference", 0.0)
     t0 = time.perf_counter()
-    maps, reasons, stats = infer.predict_frames(predictor, clip.frames, masks, None, list(clip.names),
-                                                segmenter=segmenter, report=lambda f: report("inference", f),
-                                                cancelled=cancelled)
+    # Each frame's map is observed for the fit as soon as it is final, on the core the predictor
+    # leaves mostly idle (fit.FrameObserver).
+    observer = FrameObserver(template, options)
+    try:
+        maps, reasons, stats = infer.predict_frames(predictor, clip.frames, masks, None, list(clip.names),
+                                                    segmenter=segmenter, report=lambda f: report("inference", f),
+                                                    cancelled=cancelled, on_map=observer.submit)
+    except BaseException:
+        observer.cancel()
+        raise
     timings["inference"] = time.perf_counter() - t0
     found = sum(m is not None for m in maps)
     if found == 0:
+        observer.cancel()
         first = next((r for r in reasons if r), "")
         raise DualPMError(f"{clip.path}: no frame of the clip shows an animal (0 of {n} frames; frame 1: "
                           f"{first or 'no animal found'})")
-    if options is None:
-        options = ClipOptions(fps=float(clip.fps))
     t0 = time.perf_counter()
-    fit = fit_clip(maps, template=template, options=options, report=report, cancelled=cancelled)
+    fit = fit_clip(maps, template=template, options=options, report=report, cancelled=cancelled, observed=observer)
     timings["fit"] = time.perf_counter() - t0
+    timings["observe_during_inference"] = observer.seconds
     world = motion.world_motion(fit, clip.fps)
     return Animation(clip=clip, fit=fit, motion=world, maps=maps, reasons=reasons,
                      mask_paths=list(mask_paths) if mask_paths is not None else [None] * n,

@@ -285,7 +285,7 @@ def tracked_boxes(count: int, keys: list[int], boxes: dict) -> dict:
 
 def predict_frames(predictor, frames, masks=None, focal_mm: float | None = None, names=None,
                    batch: int = BATCH, segmenter=None, keyframe_every: int = KEYFRAME_EVERY,
-                   report=None, cancelled=None) -> tuple[list, list, dict]:
+                   report=None, cancelled=None, on_map=None) -> tuple[list, list, dict]:
     """(maps, reasons, stats): predict_photo's dict per frame (None where it found no animal, with
     the one-line reason in `reasons`), and stats (predictor runs, crops, seconds, frames tracked).
 
@@ -295,7 +295,8 @@ def predict_frames(predictor, frames, masks=None, focal_mm: float | None = None,
     the box tracked from the keyframes around them (tracked_boxes, predict_in_box); one whose
     animal is lost there or touches the crop's edge goes through predict_photo after all. With a
     segmenter or keyframe_every <= 1 every frame takes predict_photo. report(fraction) as frames
-    finish; cancelled() stops the clip (pipeline.Cancelled)."""
+    finish; cancelled() stops the clip (pipeline.Cancelled). on_map(i, map) is called as soon as
+    frame i's map is final (from a worker thread: it must be quick; fit.FrameObserver.submit)."""
     from .. import preprocess
 
     t = len(frames)
@@ -316,9 +317,14 @@ def predict_frames(predictor, frames, masks=None, focal_mm: float | None = None,
             stats[k] += st[k]
         return res, why
 
+    def final(i, m):
+        if on_map is not None and m is not None:
+            on_map(i, m)
+        return m
+
     def full(proxy, i):
-        return preprocess.predict_photo(proxy, frames[i], masks[i], focal_mm, names[i],
-                                        segmenter=segmenter if masks[i] is None else None)
+        return final(i, preprocess.predict_photo(proxy, frames[i], masks[i], focal_mm, names[i],
+                                                 segmenter=segmenter if masks[i] is None else None))
 
     if segmenter is not None:
         # The segmenter runs on the workers' threads, each on every core already: more than two
@@ -337,7 +343,9 @@ def predict_frames(predictor, frames, masks=None, focal_mm: float | None = None,
         between = tracked_boxes(t, keys, boxes)
         between = {i: b for i, b in between.items() if masks[i] is None}
         order = sorted(between)
-        res, why = phase(order, lambda proxy, i: predict_in_box(proxy, frames[i], between[i], focal_mm, names[i]))
+        # a frame lost in its tracked crop raises there (and is found afresh below): what returns is final
+        res, why = phase(order, lambda proxy, i: final(i, predict_in_box(proxy, frames[i], between[i], focal_mm,
+                                                                          names[i])))
         retry = []
         for i, m, r in zip(order, res, why):
             if m is None:
