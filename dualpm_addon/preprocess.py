@@ -166,6 +166,10 @@ def _largest_blob_bfs(binary: np.ndarray) -> np.ndarray:
     return out
 
 
+class Unsure(DualPMError):
+    """No animal found because the model is unsure of the blob it sees (not because it sees none)."""
+
+
 def animal_blob(result: dict, source: str, min_area: float = MIN_AREA_FRACTION,
                 min_confident: float = MIN_CONFIDENT_FRACTION) -> np.ndarray:
     """Layer-0 occupancy's largest blob, or DualPMError("no animal found in SOURCE")."""
@@ -177,7 +181,7 @@ def animal_blob(result: dict, source: str, min_area: float = MIN_AREA_FRACTION,
                           f"{area * 100:.2f}% of the view, below {min_area * 100:.1f}%)")
     confident = float((np.asarray(result["confidence"])[0][blob] >= pointmap.CONFIDENCE_THRESHOLD).mean())
     if confident < min_confident:
-        raise DualPMError(f"no animal found in {source} (the model is unsure: {confident * 100:.0f}% of the "
+        raise Unsure(f"no animal found in {source} (the model is unsure: {confident * 100:.0f}% of the "
                           f"animal-like region is confident, below {min_confident * 100:.0f}%)")
     return blob
 
@@ -218,7 +222,7 @@ def find_box(predictor, rgb: np.ndarray, mask: np.ndarray | None = None, source:
     return find_animal(predictor, rgb, source)[0]
 
 
-def find_animal(predictor, rgb: np.ndarray, source: str = "the photo"):
+def find_animal(predictor, rgb: np.ndarray, source: str = "the photo", min_confident: float = MIN_CONFIDENT_FRACTION):
     """Pass 1 without a mask: the crop box around the largest blob (or "no animal found"), and
     the predictor's layer-0 mask in photo pixels, every blob (H, W bool): what it takes for animal."""
     size = model_size(predictor)
@@ -226,7 +230,7 @@ def find_animal(predictor, rgb: np.ndarray, source: str = "the photo"):
     lb = letterbox_box(h, w)
     view = crop_resize(rgb, lb, size)
     result = predictor.predict(view, np.full((size, size), UNKNOWN_MASK, np.uint8))
-    blob = animal_blob(result, source)
+    blob = animal_blob(result, source, min_confident=min_confident)
     seen = grid_to_photo(np.asarray(result["occupancy"])[0], lb, (h, w)) > pointmap.OCCUPANCY_THRESHOLD
     return square_box(grid_bbox_to_photo(blob, lb)), seen
 
@@ -347,15 +351,27 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
                           f"{'given' if mask is not None else 'missing'} mask")
     found = 1
     result = photo_mask = None
+    second_opinion = False
     if label == "user":
         box = find_box(predictor, rgb, mask, source)  # the user says where the animal is: one pass
     else:
-        box = find_animal(predictor, rgb, source)[0]  # pass 1: the predictor decides whether there is one
-        if mask is not None:  # a segmenter region from animal_masks
+        try:
+            box = find_animal(predictor, rgb, source)[0]  # pass 1: the predictor decides whether there is one
+        except Unsure as unsure:
+            # Unsure, not blind: with a segmenter, a region it agrees with is a second opinion
+            # (a lying animal, which the model saw few of), taken at the user-mask threshold.
+            if segmenter is None or mask is not None:
+                raise
+            box = find_animal(predictor, rgb, source, MIN_CONFIDENT_FRACTION_GIVEN)[0]
+            regions = _agreeing(segmenter, predictor, rgb, source)
+            if not regions:
+                raise unsure from None
+            mask, label, found, second_opinion = regions[0], "segmenter", len(regions), True
+        if mask is not None and not second_opinion:  # a segmenter region from animal_masks
             if not mask.any() or not region_agrees(predictor, rgb, mask, source):
                 raise DualPMError(f"no animal found in {source} "
                                   "(the predictor sees no animal in the segmenter's region)")
-        elif segmenter is not None:
+        elif segmenter is not None and not second_opinion:
             regions = _agreeing(segmenter, predictor, rgb, source)
             if regions:
                 mask, label, found = regions[0], "segmenter", len(regions)
@@ -370,7 +386,7 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
     crop = crop_resize(rgb, box, size)
     if result is None:
         result = predictor.predict(crop, crop_resize_mask(mask, box, size))
-        animal_blob(result, source, min_confident=MIN_CONFIDENT_FRACTION_GIVEN if label == "user"
+        animal_blob(result, source, min_confident=MIN_CONFIDENT_FRACTION_GIVEN if label == "user" or second_opinion
                     else MIN_CONFIDENT_FRACTION)
         photo_mask = mask
     focal_from_exif = focal_mm is not None and focal_mm > 0

@@ -215,3 +215,29 @@ def test_landscapes_stay_animal_free_with_the_segmenter(real_model, name):
     rgb = image_io.read_photo(path).rgb
     with pytest.raises(DualPMError, match="^no animal found in"):
         preprocess.predict_photo(Runner(real_model, device="cpu"), rgb, segmenter=segment.load(), source=name)
+
+
+class UnsureOfTheWholePhoto(Counting):
+    """The real model, but in pass 1 (its first run, the whole photo) a third as confident as the
+    checks need: what it says of a lying animal, a pose it saw few of."""
+
+    def predict(self, image, mask=None):
+        out = super().predict(image, mask)
+        if len(self.calls) == 1:
+            out = dict(out, confidence=np.where(np.arange(out["confidence"].shape[1])[None, :, None] % 3 == 0,
+                                                out["confidence"], 0.0).astype(np.float32))
+        return out
+
+
+def test_an_unsure_pass_1_takes_the_segmenters_region_as_a_second_opinion(real_model):
+    """Pass 1 unsure (a third of the blob confident): without a segmenter no animal; with one,
+    its region the predictor agrees with is the animal, and the mask is the segmenter's."""
+    from dualpm_addon import segment
+    from dualpm_addon.inference import Runner
+
+    q = np.asarray(Image.open(photo("quokka.jpg")).convert("RGB"))
+    model = Runner(real_model, device="cpu")
+    with pytest.raises(preprocess.Unsure, match=r"quokka\.jpg \(the model is unsure: 3\d% .* below 50%"):
+        preprocess.predict_photo(UnsureOfTheWholePhoto(model), q, source="quokka.jpg")
+    pm = preprocess.predict_photo(UnsureOfTheWholePhoto(model), q, source="quokka.jpg", segmenter=segment.load())
+    assert str(pm["mask_source"]) == "segmenter" and pm["photo_mask"].mean() > 0.2
