@@ -21,6 +21,9 @@ from ..errors import DualPMError
 
 BRIDGED_COLOUR = (255, 140, 0)
 CRF = "20"  # H.264 quality: visually clean at these small sizes, a few hundred kB per clip
+# x264's fastest preset: the 10 s benchmark clip's preview encodes in 0.2 s instead of veryfast's
+# 0.8 s (2 cores, load 3.5), for 2.4 MB instead of 1.7 at the same quality setting
+PRESET = "ultrafast"
 
 
 def _even(img: np.ndarray) -> np.ndarray:
@@ -33,7 +36,7 @@ def _even(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def write_video(path: str, frames, fps: float, crf: str = CRF) -> str:
+def write_video(path: str, frames, fps: float, crf: str = CRF, preset: str = PRESET) -> str:
     """Encode an iterable of (H, W, 3) uint8 frames (one size) as H.264 into `path` (.mp4),
     atomically: PATH.partial while it is written, removed if anything fails."""
     try:
@@ -51,7 +54,7 @@ def write_video(path: str, frames, fps: float, crf: str = CRF) -> str:
                     stream = out.add_stream("libx264", rate=rate)
                     stream.width, stream.height = img.shape[1], img.shape[0]
                     stream.pix_fmt = "yuv420p"
-                    stream.options = {"preset": "veryfast", "crf": crf}
+                    stream.options = {"preset": preset, "crf": crf}
                 elif (img.shape[0], img.shape[1]) != (stream.height, stream.width):
                     raise DualPMError(f"{os.path.basename(path)}: frames change size while writing")
                 for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
