@@ -120,12 +120,13 @@ def test_frames_observed_during_inference_give_the_same_fit(walk, walk_fit, hors
     from dualpm_addon.video.fit import FrameObserver
 
     maps = list(walk[1])
-    observer = FrameObserver(horse, OPTIONS)
+    observer = FrameObserver(horse, OPTIONS, frames=len(maps))  # keyframes 0 and 1 when all are seen
     for t in (0, 2, 3, 5):
         observer.submit(t, maps[t])
     observer.submit(4, dict(maps[4]))  # another dict than the fit gets: observed again there
     fit = fit_clip(maps, horse, OPTIONS, observed=observer)
     assert observer.seconds > 0 and set(observer.close()) == {0, 2, 3, 4, 5}
+    assert set(observer.keyframe_fits) == {0}  # keyframe 1 was not submitted: the fit made it
     assert np.array_equal(fit.joints_cam, walk_fit[0].joints_cam)
     other = FrameObserver(horse, ClipOptions(fps=24.0, keyframes=2, seed=5))  # other options: not used
     other.submit(0, maps[0])

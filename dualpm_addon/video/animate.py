@@ -72,9 +72,9 @@ def animate(predictor, clip, masks=None, mask_paths=None, template=None, options
         options = ClipOptions(fps=float(clip.fps))
     report("inference", 0.0)
     t0 = time.perf_counter()
-    # Each frame's map is observed for the fit as soon as it is final, on the core the predictor
-    # leaves mostly idle (fit.FrameObserver).
-    observer = FrameObserver(template, options)
+    # Each frame's map is observed for the fit as soon as it is final, and the likely keyframes
+    # photo-fitted, on the core the predictor leaves mostly idle (fit.FrameObserver).
+    observer = FrameObserver(template, options, frames=n)
     try:
         maps, reasons, stats = infer.predict_frames(predictor, clip.frames, masks, None, list(clip.names),
                                                     segmenter=segmenter, report=lambda f: report("inference", f),

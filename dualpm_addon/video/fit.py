@@ -198,13 +198,13 @@ def fit_clip(frames: list, template=None, options: ClipOptions | None = None, re
 
         template = load_default()
     report = report or (lambda stage, fraction: None)
-    pre = {}
+    pre, pre_fits = {}, {}
     if observed is not None:
         done = observed.close()  # its thread ends before this one holds BLAS to one thread
         if observed.template is template and observed.options == options:
-            pre = done
+            pre, pre_fits = done, observed.keyframe_fits
     with single_threaded_blas():
-        return _fit_clip(cands, template, fit_context(template), options, report, cancelled, pre)
+        return _fit_clip(cands, template, fit_context(template), options, report, cancelled, pre, pre_fits)
 
 
 def _observe_frame(cs: list, t: int, ctx, options: ClipOptions) -> list:
@@ -224,12 +224,15 @@ class FrameObserver:
     as inference has it (infer.predict_frames' on_map), so that it runs while the predictor does:
     on two cores ONNX Runtime's second thread gains a 160-pixel crop little (19.4 against 17.1 ms,
     load 2.5), and the predictor's runs release the GIL. On the 120-frame cat clip inference took
-    3.6 s and observing 2.3 s one after the other, 4.0 s both at once (load 1.7). fit_clip
-    (observed=...) takes what was observed and observes the rest; close() ends the thread.
+    3.6 s and observing 2.3 s one after the other, 4.0 s both at once (load 1.7). Given the clip's
+    length (`frames`), the shape's keyframe photo fits (shape.keyframe_fit) are made here too, on
+    the keyframes the clip has when every frame shows one animal (shape.keyframes). fit_clip
+    (observed=...) takes what was made on the same dicts and makes the rest; close() ends the
+    thread.
 
     The thread holds BLAS to one thread while it runs, as the fit does (fitting/blas.py)."""
 
-    def __init__(self, template, options: ClipOptions):
+    def __init__(self, template, options: ClipOptions, frames: int | None = None):
         import queue
         import threading
 
@@ -238,6 +241,12 @@ class FrameObserver:
         self.template, self.options = template, options
         self.ctx = fit_context(template)
         self.seconds = 0.0  # time spent observing on the thread
+        self.keyframe_fits: dict = {}  # {t: (the first animal's dict, shape.keyframe_fit's result)}
+        self._keys = set()
+        if frames and options.keyframes > 0:
+            from .shape import keyframes
+
+            self._keys = set(keyframes(list(range(int(frames))), [[None]] * int(frames), options.keyframes))
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._done: dict = {}
         self._stop = False
@@ -258,9 +267,15 @@ class FrameObserver:
                 tic = time.perf_counter()
                 try:
                     cs = _check_frames([frame])[0]
-                    self._done[t] = (cs, _observe_frame(cs, t, self.ctx, self.options))
-                except Exception:  # noqa: BLE001 - fit_clip observes this frame itself and meets the error there
+                    seen = _observe_frame(cs, t, self.ctx, self.options)
+                    self._done[t] = (cs, seen)
+                    if t in self._keys and seen:
+                        from .shape import keyframe_fit
+
+                        self.keyframe_fits[t] = (seen[0].pm, keyframe_fit(self.ctx, seen[0], t, self.options))
+                except Exception:  # noqa: BLE001 - fit_clip does this frame itself and meets the error there
                     self._done.pop(t, None)
+                    self.keyframe_fits.pop(t, None)
                 self.seconds += time.perf_counter() - tic
 
     def close(self) -> dict:
@@ -283,7 +298,7 @@ def _check(cancelled):
         raise Cancelled("cancelled")
 
 
-def _fit_clip(cands, template, ctx, options: ClipOptions, report, cancelled, pre=None) -> ClipFit:
+def _fit_clip(cands, template, ctx, options: ClipOptions, report, cancelled, pre=None, pre_fits=None) -> ClipFit:
     from . import shape, track, window
     from .frame import SharedSamples, exact_confidence
 
@@ -308,7 +323,7 @@ def _fit_clip(cands, template, ctx, options: ClipOptions, report, cancelled, pre
     model = params.clip_model(ctx)
     samples = SharedSamples(model, template, options.budget.vertices)
     tic = time.perf_counter()
-    keyx, keycost = shape.solve_shape(model, samples, obs, seen_frames, options, report, cancelled)
+    keyx, keycost = shape.solve_shape(model, samples, obs, seen_frames, options, report, cancelled, pre_fits)
     timings["shape"] = time.perf_counter() - tic
     _check(cancelled)
 

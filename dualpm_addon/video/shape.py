@@ -24,21 +24,35 @@ def keyframes(seen: list[int], obs, count: int) -> list[int]:
     return [first] + sorted({single[i] for i in pick})
 
 
-def solve_shape(model, samples, obs, seen, options, report, cancelled):
-    """({keyframe: x} with the clip's shape, {keyframe: its data cost there}) on the clip's model."""
-    from .fit import _check, _photo_options
+def keyframe_fit(ctx, frame, t: int, options):
+    """(the frame observed at the photo fit's budget, its photo options, the photo fit with every
+    hypothesis) for keyframe t, whose first animal is `frame` (frame.observe's)."""
+    from .fit import _photo_options
+
+    po = _photo_options(options, frame.pm)
+    fr = observe(frame.pm, t, ctx, po, options.place_camera, options.seed + t, PHOTO_BUDGET) or frame
+    return fr, po, fit_to_photo(fr.points, fr.k_crop, fr.mask, ctx, po, focal_known=fr.focal_known)
+
+
+def solve_shape(model, samples, obs, seen, options, report, cancelled, pre=None):
+    """({keyframe: x} with the clip's shape, {keyframe: its data cost there}) on the clip's model.
+    pre: {frame: (its first animal's dict, keyframe_fit's result)} made beforehand
+    (fit.FrameObserver); one made on the same dict is taken as it is."""
+    from .fit import _check
 
     ctx = model.ctx
     keys = keyframes(seen, obs, options.keyframes)
     xs, frames, costs = [], [], []
     # The shape is solved once: keyframes get the photo fit's full budget of points and samples.
     samples = SharedSamples(model, ctx.template, PHOTO_BUDGET.vertices)
+    pre = pre or {}
     for i, t in enumerate(keys):
         _check(cancelled)
-        fr = obs[t][0]
-        po = _photo_options(options, fr.pm)
-        fr = observe(fr.pm, t, ctx, po, options.place_camera, options.seed + t, PHOTO_BUDGET) or fr
-        fit = fit_to_photo(fr.points, fr.k_crop, fr.mask, ctx, po, focal_known=fr.focal_known)
+        got = pre.get(t)
+        if got is not None and got[0] is obs[t][0].pm:
+            fr, po, fit = got[1]
+        else:
+            fr, po, fit = keyframe_fit(ctx, obs[t][0], t, options)
         xs.append(params.x_from_fit(model, fit, float(fit.intrinsics[0, 0] / fr.k_crop[0, 0])))
         frames.append((fr, po))
         costs.append(float(fit.cost))
