@@ -137,6 +137,9 @@ def run(quick: bool = False, strip: str | None = None) -> list[dict]:
                            ("inference", t["inference"]), ("fit", t["fit"]), ("outputs", outputs)):
             rows.append({"name": f"  {label}, per frame", "value": round(sec / n * 1000, 1), "unit": "ms",
                          "seconds": round(sec, 3)})
+        if "observe_during_inference" in t:  # on a thread beside the predictor: inside inference's wall time
+            rows.append({"name": "    observing and keyframe photo fits during inference, per frame",
+                         "value": round(t["observe_during_inference"] / n * 1000, 1), "unit": "ms"})
         for k, v in sorted(s["fit"]["timings_s"].items()):
             if k not in ("total", "fit_per_frame"):
                 rows.append({"name": f"    fit: {k}, per frame", "value": round(v / n * 1000, 1), "unit": "ms"})
