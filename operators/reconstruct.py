@@ -179,12 +179,12 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
     t0 = time.perf_counter()
     template = session.template()
     # Modules are imported here, on the main thread: the thread only computes. That includes the
-    # segmenter's (onnxruntime; the session is cached for the inference to come).
+    # segmenter's onnxruntime.
     character = (core("character"), core("character.instance")) if request.settings.get(
         "character", "character") == "character" else None
-    if request.photo.mask is None:
-        pipeline = core("pipeline")
-        pipeline.load_segmenter(pipeline_settings(request.settings).segmenter)
+    segmenting = request.photo.mask is None
+    if segmenting:
+        core("segment").import_runtime()
     warm = threading.Thread(target=_warm, args=(template, character), daemon=True)
     warm.start()
     try:
@@ -194,6 +194,14 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
         if own:
             session.discard(predictor)  # the next click starts afresh
         raise
+    if segmenting:
+        # Its session (cached for the inference to come) is made once the server is up and idle:
+        # its thread count follows the cores that other processes leave free.
+        try:
+            core("pipeline").load_segmenter(pipeline_settings(request.settings).segmenter)
+        except BaseException:
+            warm.join()
+            raise
     if timings is not None:
         timings["server_start"] = time.perf_counter() - t0
     return predictor, warm
