@@ -117,6 +117,42 @@ def test_the_server_is_spawned_before_bpy_imports_and_no_thread_runs_meanwhile(t
     assert json.loads((out / "damaged.json").read_text())["status"] == "failed"
 
 
+_THREAD_IMPORTS = """
+import builtins, json, sys, threading
+new, real_import = [], builtins.__import__
+
+def watch_import(name, *a, **k):
+    if threading.current_thread() is threading.main_thread():
+        return real_import(name, *a, **k)
+    before = len(sys.modules)
+    module = real_import(name, *a, **k)
+    if len(sys.modules) != before:
+        new.append([threading.current_thread().name, name])
+    return module
+
+builtins.__import__ = watch_import
+from dualpm_addon import cli
+rc = cli.main(["reconstruct", sys.argv[1], "--out", sys.argv[2]])
+print(json.dumps({"rc": rc, "new": new}))
+"""
+
+
+@pytest.mark.slow
+def test_no_thread_imports_a_module_during_a_reconstruction(tmp_path):
+    """The template warm-up runs beside the segmenter, the server's start and the predictor's
+    HTTP (operators/reconstruct.py); a module imported for the first time on a thread, against
+    one on the main thread, is how the bpy deadlock came about (dualpm_addon/client.py)."""
+    photo = os.path.join(env.ROOT, ".cache", "photos", "muybridge_cat.png")
+    if not os.path.isfile(photo):
+        pytest.skip("run scripts/data/photos.sh to fetch muybridge_cat.png")
+    user = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    proc = subprocess.run([sys.executable, "-c", _THREAD_IMPORTS, photo, str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=600, cwd=env.ROOT, env=user)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"rc": 0, "new": []}
+
+
 def _png(path, array) -> str:
     from PIL import Image
 
