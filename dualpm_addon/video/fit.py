@@ -36,8 +36,9 @@ from .frame import FrameBudget
 class ClipOptions:
     """Knobs of the clip fit; the defaults are what docs/video.md measures.
 
-    photo: the photo fit's options (term weights, subsets) for every frame; its fit.pose_weight
-        is replaced by pose_weight_exact / pose_weight_predicted by the kind of map.
+    photo: the photo fit's options (term weights, subsets) for every frame and the keyframes'
+        photo fits, the outline weights the clip's own; its fit.pose_weight is replaced by
+        pose_weight_exact / pose_weight_predicted by the kind of map.
     fps: frames per second of the clip (contact speeds are per second).
     keyframes: frames the shape is solved on; shape_iterations: LM iterations of that solve.
     track_iterations: LM iterations per frame while tracking; joint_velocity_gain: the share of
@@ -54,7 +55,10 @@ class ClipOptions:
     budget: how many points, pixels and mesh samples of a frame each iteration looks at.
     """
 
-    photo: PhotoOptions = field(default_factory=PhotoOptions)
+    # The outline weights the clip's per-frame terms (frame.frame_terms: SilhouetteFill) were tuned
+    # with; the photo fit's own 10000 came with its coverage fill, and on the clip's frames they
+    # took the exact-map joint error from 3.22 to 5.18 % (bench_video_fit, docs/video.md).
+    photo: PhotoOptions = field(default_factory=lambda: PhotoOptions(inside_weight=1000.0, fill_weight=1000.0))
     pose_weight_exact: float = FitOptions.pose_weight
     pose_weight_predicted: float = 0.01
     fps: float = 12.0
