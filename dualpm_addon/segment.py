@@ -57,31 +57,20 @@ def default_threads() -> int:
 
 
 def busy_cores() -> float:
-    """Cores that other processes keep busy now: the runnable tasks of the machine less this
-    process's own (Linux's /proc, an instant's count), else the 1-minute load average less this
-    process, else 0."""
+    """Cores that other work keeps busy now: the runnable tasks besides the calling thread
+    (Linux's /proc/loadavg, an instant's count; this process's other threads count, since the
+    segmenter's threads would share the cores with them), else the 1-minute load average less
+    this process, else 0."""
     try:
         with open("/proc/loadavg") as f:
             running = int(f.read().split()[3].split("/")[0])
-        return float(max(running - _own_running(), 0))
+        return float(max(running - 1, 0))
     except (OSError, ValueError, IndexError):
         pass
     try:
         return max(os.getloadavg()[0] - 1.0, 0.0)
     except (OSError, AttributeError):  # Windows has no load average
         return 0.0
-
-
-def _own_running() -> int:
-    """This process's runnable threads (the caller's among them): /proc/self/task/*/stat."""
-    own = 0
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                own += f.read().rpartition(")")[2].split()[0] == "R"
-        except (OSError, IndexError):
-            continue
-    return max(own, 1)
 
 
 def import_runtime() -> None:

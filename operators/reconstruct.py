@@ -196,7 +196,8 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
         raise
     if segmenting:
         # Its session (cached for the inference to come) is made once the server is up and idle:
-        # its thread count follows the cores that other processes leave free.
+        # its thread count follows the cores free now (the warm-up's counts as busy: it runs on
+        # beside the segmenter, and two ORT threads sharing a core with it wait for each other).
         try:
             core("pipeline").load_segmenter(pipeline_settings(request.settings).segmenter)
         except BaseException:
