@@ -116,7 +116,11 @@ def test_rig_iou_of_every_fit_mode_per_split_and_species(model, templates_dir, t
     for fig in good.values():
         assert fig["rig_iou"] > 0.9 and fig["fit_joint_error_pct"] < 5.0  # the template on its own render
     wrong = evaluate.run_fits(dict(exact, Q=exact["Q"][:, ::-1].copy()), a, joints, length, ctx, exact=True)
-    assert all(wrong[m]["rig_iou"] < good[m]["rig_iou"] - 0.2 for m in good)  # a bad map: a rig off the animal
+    # A bad map: the 3D fits' rig lands off the animal; the photo fits hold the outline (that is
+    # their point: the mask, not Q, places the rig), so there it shows in IoU less and in joints.
+    for m in good:
+        assert wrong[m]["rig_iou"] < good[m]["rig_iou"] - (0.5 if m in ("p_only", "pipeline_points") else 0.1), m
+        assert wrong[m]["fit_joint_error_pct"] > 10 * good[m]["fit_joint_error_pct"], m
 
     # The hook: one more entry in FIT_MODES is one more column everywhere, its failures counted.
     monkeypatch.setitem(evaluate.FIT_MODES, "finds_nothing", lambda maps, sample, context, exact=False: None)
