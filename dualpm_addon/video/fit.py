@@ -57,11 +57,12 @@ class ClipOptions:
 
     # The photo fit as the clip fit was tuned and measured with (docs/video.md): the nearest-sample
     # fill its per-frame terms use (frame.frame_terms), outline weights 1000, hypotheses ranked by
-    # cost. The photo fit's own defaults since 91a6071 (coverage fill, weights 10000, ranking by
-    # outline IoU) took the clip's exact-map joint error from 3.22 to 5.18 %; with only the
-    # weights at 1000 it was 3.23 %, and 19.3 % against 16.0 on predicted maps.
+    # cost, the best one refined. The photo fit's own defaults since 91a6071 (coverage fill,
+    # weights 10000, ranking by outline IoU, three refined) took the clip's exact-map joint error
+    # from 3.22 to 5.18 %; with only the weights at 1000 it was 3.23 %, and 19.3 % against 16.0 on
+    # predicted maps; three refined starts by cost made the keyframes half as slow again.
     photo: PhotoOptions = field(default_factory=lambda: PhotoOptions(
-        inside_weight=1000.0, fill_weight=1000.0, fill="nearest", by_outline=False))
+        inside_weight=1000.0, fill_weight=1000.0, fill="nearest", by_outline=False, refined=1))
     pose_weight_exact: float = FitOptions.pose_weight
     pose_weight_predicted: float = 0.01
     fps: float = 12.0
