@@ -32,6 +32,7 @@ from .chain import BoundPoints
 from .fit import FitOptions, finish, point_terms, run_solver, setup
 from .rig import PARTS, FitContext, prepare
 from .support import check_points, stratified
+from .terms.projection import focal_scaled
 
 
 @dataclass(frozen=True)
@@ -260,10 +261,7 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     model.set_fixed(fixed)
     timings["solve"] = time.perf_counter() - tic
     out = finish(st, p, q, sol.x, sol, fo, timings)
-    kk = k.copy()
-    kk[0, 0] *= np.exp(model.log_focal(sol.x))
-    kk[1, 1] *= np.exp(model.log_focal(sol.x))
-    out.intrinsics = kk
+    out.intrinsics = focal_scaled(k, model.log_focal(sol.x))
     out.photo = {"hypothesis": name, "hypotheses_tried": len(solved),
                  "cost_terms": {n: round(v, 6) for n, v in solver.breakdown(objective, sol.x).items()},
                  "focal_factor": float(np.exp(model.log_focal(sol.x))),
@@ -287,10 +285,7 @@ def _outline_iou(mesh: BoundPoints, faces, k, x, mask, seen) -> float:
     grid's pixels that show the photo."""
     from .. import silhouette as raster
 
-    kf = np.asarray(k, dtype=np.float64).copy()
-    f = np.exp(mesh.model.log_focal(x))
-    kf[0, 0] *= f
-    kf[1, 1] *= f
+    kf = focal_scaled(k, mesh.model.log_focal(x))
     return raster.iou(raster.rasterize(mesh.camera(x), faces, kf, mask.shape) & seen, mask)
 
 

@@ -18,7 +18,7 @@ from scipy.spatial import cKDTree
 
 from ... import silhouette as raster
 from ..chain import BoundPoints
-from .projection import chain_rule, project
+from .projection import chain_rule, focal_scaled, project
 from .silhouette import mask_samples
 
 
@@ -47,10 +47,7 @@ class SilhouetteCover:
         if self._key != key:
             lf = self.bound.model.log_focal(x)
             uv, d, dlf = project(self.bound.camera(x), self.k, lf)
-            kf = self.k.copy()
-            kf[0, 0] *= np.exp(lf)
-            kf[1, 1] *= np.exp(lf)
-            covered = raster.rasterize(self.mesh.camera(x), self.faces, kf, self.shape)
+            covered = raster.rasterize(self.mesh.camera(x), self.faces, focal_scaled(self.k, lf), self.shape)
             free = ~covered[self._pix[:, 1], self._pix[:, 0]]
             nn = cKDTree(uv).query(self.samples[free])[1] if free.any() else np.zeros(0, np.int64)
             self._key, self._cache = key, (uv, d, dlf, free, nn)

@@ -10,6 +10,14 @@ import numpy as np
 MIN_DEPTH = 1e-3  # metres: a point behind or at the camera is held just in front of it
 
 
+def focal_scaled(k: np.ndarray, log_focal: float) -> np.ndarray:
+    """(3, 3) the camera k with both focal lengths times exp(log_focal): the solved camera."""
+    out = np.array(k, dtype=np.float64)
+    out[0, 0] *= np.exp(log_focal)
+    out[1, 1] *= np.exp(log_focal)
+    return out
+
+
 def project(c: np.ndarray, k: np.ndarray, log_focal: float):
     """uv (N, 2) pixels, d uv / d c (N, 2, 3), d uv / d log_focal (N, 2)."""
     f = np.exp(log_focal)
