@@ -21,8 +21,10 @@ warm-up.
 
 End to end: `.venv/bin/dualpm reconstruct muybridge_cat.png --out DIR` (README's example) as a
 user runs it, a fresh process each time (Python, bpy, the server subprocess, inference with the
-segmenter, the fit, the scene, four files), with `--fit photo`, `--fit points` and `--fit photo
---in-process` (ONNX Runtime in the command's own process, no server subprocess), taking turns;
+segmenter, the fit, the scene, four files), with `--fit photo`, `--fit points`, `--fit photo
+--in-process` (ONNX Runtime in the command's own process, no server subprocess) and `--fit photo
+--character template` (the template's surface: issue 14's pipeline without the character, which
+issue 15 budgets on its own), taking turns;
 the JSON's per-stage timings show where the rest goes (`startup`: the wall time no stage
 accounts for: interpreter, imports, bpy).
 
@@ -180,7 +182,8 @@ def time_reconstruct(repeats: int, photo: str) -> dict:
     per method the wall times and the JSON's stage timings of each run."""
     exe = os.path.join(ROOT, ".venv", "bin", "dualpm")
     variants = {"photo": ["--fit", "photo"], "points": ["--fit", "points"],
-                "photo_in_process": ["--fit", "photo", "--in-process"]}
+                "photo_in_process": ["--fit", "photo", "--in-process"],
+                "photo_template": ["--fit", "photo", "--character", "template"]}
     runs = {m: [] for m in variants}
     with tempfile.TemporaryDirectory(prefix="bench-photo-fit-") as tmp:
         for i in range(repeats):
@@ -272,6 +275,13 @@ def rows_from(fits: dict, segs: dict, e2e: dict | None, common: dict) -> list[di
                               f"{len(e2e['photo_in_process'])})", "value": round(med["photo_in_process"], 3),
                      "unit": "s", "limit": RECONSTRUCT_LIMIT_S, "pass": med["photo_in_process"] <= RECONSTRUCT_LIMIT_S,
                      "cpu_s": cpu["photo_in_process"], "stages_s": stages["photo_in_process"], **common})
+        # Issue 14's photo-to-rig pipeline without issue 15's character (which has its own
+        # budget: at most 1.5 s added), the surface the template's.
+        rows.append({"name": f"dualpm reconstruct {E2E_PHOTO} end to end, --fit photo --character template (median of "
+                              f"{len(e2e['photo_template'])})", "value": round(med["photo_template"], 3), "unit": "s",
+                     "limit": RECONSTRUCT_LIMIT_S, "pass": med["photo_template"] <= RECONSTRUCT_LIMIT_S,
+                     "character_adds_s": round(med["photo"] - med["photo_template"], 3),
+                     "cpu_s": cpu["photo_template"], "stages_s": stages["photo_template"], **common})
     return rows
 
 
