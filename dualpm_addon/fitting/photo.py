@@ -51,6 +51,9 @@ class PhotoOptions:
     tol: the full solve's relative cost decrease below which it stops.
     fill: "cover" (terms/coverage.py: only mask pixels the rasterized rig misses pull) or
     "nearest" (terms/silhouette.py's SilhouetteFill: every mask sample pulls its nearest vertex).
+    screen_iterations: the refined starts are first solved this far (0: all the way), the best
+    then solved on to final_iterations: on 32 renders the same rig IoU (within 0.002) as three
+    full solves, for 0.1 s less a fit.
     by_outline: with a mask, the hypotheses are ranked, and the refined ones chosen, by the
     outline IoU of the rig with the mask (what the user sees) rather than by the cost, whose
     largest part on a predicted map is the reprojection of a Q that may be a tenth of a body off.
@@ -81,6 +84,7 @@ class PhotoOptions:
     tol: float = 5e-3
     fill: str = "cover"
     by_outline: bool = True
+    screen_iterations: int = 6
 
 
 def _vertex_samples(template, n: int) -> np.ndarray:
@@ -249,9 +253,11 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     # -- refinement of the best --------------------------------------------------------------
     tic = time.perf_counter()
     best = None
+    several = min(options.refined, len(solved)) > 1
+    first = options.screen_iterations if several and options.screen_iterations else options.final_iterations
     for c0, name, x0, fixed, obj in solved[:options.refined]:
         model.set_fixed(fixed)
-        sol = solver.levenberg_marquardt(obj, x0, options.final_iterations, options.tol)
+        sol = solver.levenberg_marquardt(obj, x0, first, options.tol)
         score = sol.cost
         if options.by_outline and mask is not None:
             score = -_outline_iou(mesh, faces, k, sol.x, mask, seen)
@@ -259,6 +265,8 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
             best = (sol, name, fixed, obj, score)
     sol, name, fixed, objective, _ = best
     model.set_fixed(fixed)
+    if first < options.final_iterations:  # the screened winner solved on to the full count
+        sol = solver.levenberg_marquardt(objective, sol.x, options.final_iterations - first, options.tol)
     timings["solve"] = time.perf_counter() - tic
     out = finish(st, p, q, sol.x, sol, fo, timings)
     out.intrinsics = focal_scaled(k, model.log_focal(sol.x))
