@@ -43,7 +43,10 @@ def make_data(directory: str) -> str:
     scene = fx.synthetic_scene()
     fx.oracle_model(os.path.join(directory, "oracle.onnx"), scene)
     stand_in.build(os.path.join(directory, "standin.onnx"))
-    stand_in.build(os.path.join(directory, "slow.onnx"), work=400)  # about 3 s a run on 2 cores
+    # Slow enough that a run is still in flight when the modal test cancels, 1 s after its start,
+    # however quickly the server starts: about 2.2 s a run on the 2-core machine (work=400 took
+    # 0.44 s once the server came up beside the rest, and the run ended before the cancel).
+    stand_in.build(os.path.join(directory, "slow.onnx"), work=2000)
     fx.write_png(os.path.join(directory, "synthetic.png"), scene["rgb"])
     pm = {k: scene[k] for k in ("P", "Q", "occupancy", "confidence", "intrinsics", "rgb")}
     pm.update(crop_box=np.array([0, 0, 160, 160], np.float32), photo_size=np.array([160, 160], np.int32),
