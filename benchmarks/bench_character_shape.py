@@ -48,17 +48,6 @@ TARGET_RATIO = 0.70
 SAMPLES = 20000
 
 
-def surface_points(v: np.ndarray, f: np.ndarray, n: int = SAMPLES, seed: int = 0) -> np.ndarray:
-    """n points uniformly by area on a triangle mesh (a fixed seed: the same run, the same draws)."""
-    tri = np.asarray(v, np.float64)[np.asarray(f)]
-    area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    rng = np.random.default_rng(seed)
-    i = rng.choice(len(tri), n, p=area / area.sum())
-    r1, r2 = rng.random(n), rng.random(n)
-    s = np.sqrt(r1)[:, None]
-    return tri[i, 0] * (1 - s) + tri[i, 1] * (s * (1 - r2[:, None])) + tri[i, 2] * (s * r2[:, None])
-
-
 def true_surface(sample: dict, templates_dir: str):
     """(vertices (V, 3) camera space, faces, body length) of the species' template as rendered."""
     from dualpm_addon import template
@@ -107,7 +96,7 @@ def measure(rec, sample: dict, truth: np.ndarray, scale: float, levels: int = 1,
     mask = np.asarray(sample["mask"], bool)
     for label, mesh in (("before", before), ("after", after)):
         cam = deform.posed(mesh, rec.fit)
-        pts = surface_points(cam, mesh.faces)
+        pts = metrics.surface_samples(cam, mesh.faces, SAMPLES)
         out[f"camera_{label}"] = metrics.chamfer_cm(pts, truth, scale=scale)
         out[f"aligned_{label}"] = metrics.chamfer_cm(pts, truth, aligned=True, scale=scale)
         out[f"iou_{label}"] = metrics.rig_iou(cam, mesh.faces, rec.photo_intrinsics, mask)
@@ -193,7 +182,7 @@ def run(quick: bool = False, count: int | None = None) -> list[dict]:
             sample = {k: z[k] for k in z.files}
         sample["species"] = str(sample["species"])
         tv, tf, blen = true_surface(sample, templates_dir)
-        truth = surface_points(tv, tf, seed=1)
+        truth = metrics.surface_samples(tv, tf, SAMPLES, seed=1)
         scale = metrics.REFERENCE_BODY_LENGTH / blen
         m = np.asarray(sample["mask"], bool)
         cut = bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any())

@@ -41,16 +41,6 @@ def _true_surface(templates_dir, sample):
     return v @ w2c[:3, :3].T + w2c[:3, 3], t.faces
 
 
-def _samples(v, f, n=20000, seed=0):
-    tri = v[f]
-    a = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    rng = np.random.default_rng(seed)
-    i = rng.choice(len(f), n, p=a / a.sum())
-    r1, r2 = rng.random(n), rng.random(n)
-    s = np.sqrt(r1)[:, None]
-    return tri[i, 0] * (1 - s) + tri[i, 1] * (s * (1 - r2[:, None])) + tri[i, 2] * (s * r2[:, None])
-
-
 @pytest.fixture(scope="module")
 def wolf(templates_dir):
     s = _render(templates_dir, "wolf", 5)
@@ -63,9 +53,9 @@ def test_deformed_wolf_is_closer_to_the_true_wolf(templates_dir, wolf):
     shaped = deform.build(rec, report=report)
     before = deform.instance_rest(load_character(rec.template), rec.template, rec.fit)
     tv, tf = _true_surface(templates_dir, sample)
-    truth = _samples(tv, tf, seed=1)
-    c_before = metrics.chamfer_cm(_samples(deform.posed(before, rec.fit), before.faces), truth)
-    c_after = metrics.chamfer_cm(_samples(deform.posed(shaped, rec.fit), shaped.faces), truth)
+    truth = metrics.surface_samples(tv, tf, 20000, seed=1)
+    c_before = metrics.chamfer_cm(metrics.surface_samples(deform.posed(before, rec.fit), before.faces, 20000), truth)
+    c_after = metrics.chamfer_cm(metrics.surface_samples(deform.posed(shaped, rec.fit), shaped.faces, 20000), truth)
     assert c_after < 0.8 * c_before, (c_before, c_after, report)
     # The outline through the photo's camera lines up at least as well as before.
     mask = np.asarray(sample["mask"], bool)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dualpm_addon import camera, silhouette
+from dualpm_addon import camera, metrics, silhouette
 from dualpm_addon.errors import DualPMError
 
 K = np.array([[100.0, 0.0, 50.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]])
@@ -72,18 +72,6 @@ def test_triangles_behind_the_camera_are_skipped():
     assert not silhouette.rasterize(v, np.zeros((0, 3), np.int64), K, (100, 100)).any()
 
 
-def _surface_points(v, f, n, seed=0):
-    rng = np.random.default_rng(seed)
-    tri = v[f]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    pick = rng.choice(len(f), n, p=area / area.sum())
-    a, b = rng.random(n), rng.random(n)
-    flip = a + b > 1
-    a[flip], b[flip] = 1 - a[flip], 1 - b[flip]
-    t = tri[pick]
-    return t[:, 0] + a[:, None] * (t[:, 1] - t[:, 0]) + b[:, None] * (t[:, 2] - t[:, 0])
-
-
 def _splat(points, k, size):
     uv = np.floor(camera.project(points, k)).astype(np.int64)
     ok = (uv[:, 0] >= 0) & (uv[:, 0] < size[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < size[0])
@@ -117,7 +105,7 @@ def test_a_closed_mesh_matches_a_dense_point_splat_of_its_surface(mesh, horse):
     size = (240, 320)
     k = camera.intrinsics_from_focal_mm(50.0, size[1], size[0])
     m = silhouette.rasterize(cam, f, k, size)
-    splat = _splat(_surface_points(cam, f, 600_000), k, size)
+    splat = _splat(metrics.surface_samples(cam, f, 600_000), k, size)
     assert m.sum() > 2000
     # The splat marks every pixel the surface touches, the raster those whose centre it covers:
     # they differ along the one-pixel edge ring, and where a part (an ear tip) is thinner than a
