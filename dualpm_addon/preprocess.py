@@ -182,7 +182,7 @@ def animal_blob(result: dict, source: str, min_area: float = MIN_AREA_FRACTION,
     confident = float((np.asarray(result["confidence"])[0][blob] >= pointmap.CONFIDENCE_THRESHOLD).mean())
     if confident < min_confident:
         raise Unsure(f"no animal found in {source} (the model is unsure: {confident * 100:.0f}% of the "
-                          f"animal-like region is confident, below {min_confident * 100:.0f}%)")
+                     f"animal-like region is confident, below {min_confident * 100:.0f}%)")
     return blob
 
 

@@ -129,8 +129,9 @@ def fit_to_photo(points: dict, intrinsics: np.ndarray, mask: np.ndarray | None =
     (None: no silhouette terms); seen (size, size) bool, the grid's pixels that show the photo
     (None: all). Where the crop reaches past the photo's edge the mask says nothing: an animal
     cut by the frame goes on there, so the rig may too (it pays nothing for being outside the
-    mask there, and the outline IoU that picks the hypothesis leaves those pixels out). Returns a SkeletonFit whose `intrinsics` is the solved camera of
-    the grid and whose `photo` dict records the hypotheses and the cost per term.
+    mask there, and the outline IoU that picks the hypothesis leaves those pixels out). Returns
+    a SkeletonFit whose `intrinsics` is the solved camera of the grid and whose `photo` dict
+    records the hypotheses and the cost per term.
     """
     with single_threaded_blas():
         return _fit_to_photo(points, intrinsics, mask, context, options or PhotoOptions(), focal_known, seen)
