@@ -80,5 +80,13 @@ for f in scripts/data/*.sh; do
   bash "$f" || fail "$f"
 done
 
+step "Byte-compiled modules (what pip does for an installed package)"
+# A shell with PYTHONDONTWRITEBYTECODE=1 (some CI images set it) never caches the checkout's
+# modules, so every `dualpm` run would compile them again: about 0.4 s of CPU in `dualpm
+# reconstruct` and its server, on a 2-core machine (docs/fitting.md, Speed). Python still reads
+# a cache it finds, and checks it against the source's time stamp, so an edit is never missed.
+.venv/bin/python -m compileall -q -j 0 dualpm_addon operators model_server training benchmarks __init__.py \
+  || fail "byte-compiling the checkout"
+
 step "Done"
 echo "Try: .venv/bin/dualpm reconstruct .cache/photos/muybridge_cat.png --out out/" >&2
