@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import camera
 from ..errors import DualPMError
-from . import raster
+from . import light, raster
 
 SIZE = 512  # atlas side in texels: ~100k surface texels on a horse, enough for a 160-px crop
 ZBUFFER_SIDE = 384  # z-buffer side over the animal's box in the photo: visibility, not colour
@@ -42,6 +42,8 @@ DEPTH_TOLERANCE = 0.01  # of the mesh's size: a texel this far behind the z-buff
 FILL_NEIGHBOURS = 4
 FILL_SOURCES = 20000  # coloured texels the fill draws from, at most
 MIN_PHOTO_TEXELS = 20  # fewer photo-coloured texels than this and the photo says nothing usable
+DELIGHT_MODES = ("off", "auto", "on", "first-order")
+AUTO_SPREAD = 0.17  # `auto` takes the light out when a first-order fit's log shading ranges this far (10th-90th pct)
 
 NONE, PHOTO, MIRROR, FILL, GUTTER, FLAT = 0, 1, 2, 3, 4, 5
 SOURCE_NAMES = {NONE: "none", PHOTO: "photo", MIRROR: "mirror", FILL: "fill", GUTTER: "gutter", FLAT: "flat"}
@@ -184,6 +186,43 @@ def _shading(colour: np.ndarray, normal: np.ndarray, ray: np.ndarray, weight: np
     return np.exp(np.clip(s, np.log(0.25), np.log(4.0)))
 
 
+def _delight_mode(delight) -> str:
+    if delight is True or delight is False:
+        return "on" if delight else "off"
+    if delight not in DELIGHT_MODES:
+        raise DualPMError(f"texture: unknown delight {delight!r}; one of {', '.join(DELIGHT_MODES)}")
+    return str(delight)
+
+
+def _delight(own, seen, n, ray, w_own, p, pixel, size, v, faces, mode: str) -> dict:
+    """Divide the seen texels' colours `own` (N, 3, in place) by the photo's fitted shading;
+    the figures of what was fitted and done ({} for "off"). "on" and "auto": the sky, sun and
+    cast shadows of character/light.py, then what is left of a first-order dependence on the
+    normal (`_shading`: the light the model misses where the fit's normals are off); "auto" only
+    where a first-order fit of the texel pairs says the light varies (light.estimate's
+    first_spread >= AUTO_SPREAD; a cheap test, so even light costs little)."""
+    if mode == "off":
+        return {}
+    t0 = time.perf_counter()
+    idx = np.nonzero(seen)[0]
+    if mode == "first-order":
+        own[idx] /= _shading(own[idx], n[idx], ray[idx], w_own[idx])[:, None]
+        return {"mode": mode, "applied": True, "seconds": round(time.perf_counter() - t0, 4)}
+    nn = n[idx] / np.maximum(np.linalg.norm(n[idx], axis=1, keepdims=True), 1e-12)
+    nn = np.where((np.sum(nn * ray[idx], axis=1) > 0)[:, None], -nn, nn)  # towards the camera
+    fit = light.estimate(own[idx], nn, w_own[idx], p[idx], pixel[idx], size, v, faces,
+                         min_spread=AUTO_SPREAD if mode == "auto" else 0.0)
+    if fit is None:
+        return {"mode": mode, "applied": False, "note": "too few texels seen together to fit a light",
+                "seconds": round(time.perf_counter() - t0, 4)}
+    fitted, shading = fit
+    applied = mode == "on" or fitted.first_spread >= AUTO_SPREAD
+    if applied:
+        own[idx] /= np.clip(shading, 0.1, 10.0)[:, None]
+        own[idx] /= _shading(own[idx], n[idx], ray[idx], w_own[idx])[:, None]
+    return {"mode": mode, "applied": bool(applied), **fitted.figures(), "seconds": round(time.perf_counter() - t0, 4)}
+
+
 def _twins(texels: TexelMap, c: np.ndarray, seen: np.ndarray, mirrored_atlas: bool):
     """(twin (N,) index of each texel's mirror twin among the texels, has (N,) bool: the twin
     exists and the photo saw it)."""
@@ -243,7 +282,7 @@ def flat(faces: np.ndarray, uv: np.ndarray, face_colours: np.ndarray, size: int 
 def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical: np.ndarray,
          photo_rgb: np.ndarray, intrinsics: np.ndarray, photo_mask: np.ndarray | None = None,
          size: int = SIZE, texels: TexelMap | None = None, fallback_colours: np.ndarray | None = None,
-         mirrored_atlas: bool = False, delight: bool = False) -> Texture:
+         mirrored_atlas: bool = False, delight: bool | str = False) -> Texture:
     """Bake the photo into the atlas (module docstring).
 
     vertices_cam (V, 3) the posed mesh in the photo's camera space (OpenCV, metres); faces
@@ -253,12 +292,18 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
     MIN_PHOTO_TEXELS texels, `fallback_colours` (F, 3) linear (the template's) are baked flat and
     the figures' note says why; without them that is a one-line DualPMError. `mirrored_atlas`:
     the UVs of mirror twins are (1 - u, v) of each other (CharacterMesh's layout), so a texel's
-    twin is the texel mirrored across the atlas's middle column, with no search. `delight`:
-    divide the photo's colours by a shading fitted to the normals (`_shading`), for an albedo
-    texture to light again in Blender; off by default (docs/character.md measures both)."""
+    twin is the texel mirrored across the atlas's middle column, with no search. `delight`: take
+    the photo's light out of its colours, for an albedo texture that Blender lights again:
+    "off" (or False), "on" (or True: divide by the sky, sun and cast shadows fitted in
+    character/light.py, then by what is left of a first-order dependence on the normal),
+    "auto" (the same where a first-order fit of texel pairs finds the light varying,
+    first_spread >= AUTO_SPREAD, else nothing), "first-order" (the earlier fit of the log
+    luminance by the normal alone, `_shading`, kept to compare). The figures' "light" says what
+    was fitted and whether it was applied. docs/character.md measures them."""
     from scipy.spatial import cKDTree
 
     t0 = time.perf_counter()
+    mode = _delight_mode(delight)
     v = np.asarray(vertices_cam, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     photo = np.asarray(photo_rgb)
@@ -321,10 +366,7 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
     own = np.zeros((len(p), 3))
     own[seen] = _bilinear(photo, uvp[seen])
     w_own = np.where(seen, weight, 0.0)
-    shading = None
-    if delight:
-        shading = _shading(own[seen], n[seen], ray[seen], w_own[seen])
-        own[seen] /= shading[:, None]
+    light_figures = _delight(own, seen, n, ray, w_own, p, texels.pixel, s, v, faces, mode)
 
     # Mirror twins: the seen texels' colours at the reflected canonical points.
     twin_of, has_twin = _twins(texels, c, seen, mirrored_atlas)
@@ -360,4 +402,7 @@ def bake(vertices_cam: np.ndarray, faces: np.ndarray, uv: np.ndarray, canonical:
                "timings_s": {"texel_map": round(t_map - t0, 4), "visibility": round(t_vis - t_map, 4),
                              "mirror": round(t_mirror - t_vis, 4), "fill": round(t_fill - t_mirror, 4),
                              "gutter": round(t_end - t_fill, 4)}, "note": note}
+    if light_figures:
+        figures["light"] = light_figures
+        figures["timings_s"]["light"] = light_figures.pop("seconds")
     return Texture(img, src.reshape(s, s), figures)
