@@ -339,6 +339,17 @@ def test_photo_fit_covers_the_true_mask(ctx, render):
     assert metrics.rig_iou(f.posed_vertices, f.faces, f.intrinsics, mask) >= 0.9
     assert f.photo["hypotheses_tried"] > 10 and f.photo["mask"] and set(f.photo["thickness"]) == {n for n, _ in fs.PARTS}
     assert 0.9 < f.photo["focal_factor"] < 1.1  # EXIF-like known focal: held
+    # an exact map agrees with the rig: its 3D term outweighs the default set for the predictor
+    assert f.photo["points3d_spread"] < 0.02 and f.photo["points3d_weight"] > 5 * fs.PhotoOptions.points3d_weight
+
+
+def test_photo_fit_trusts_noisy_points_less(ctx, render):
+    pts = exact_points(render)
+    rng = np.random.default_rng(0)
+    noisy = dict(pts, P=pts["P"] + rng.normal(0, 0.15, pts["P"].shape).astype(np.float32))
+    mask = np.asarray(render["mask"], bool)
+    f = fs.fit_to_photo(noisy, render["intrinsics"], mask, ctx, fs.PhotoOptions(hypotheses=False), focal_known=True)
+    assert f.photo["points3d_spread"] > 0.05 and f.photo["points3d_weight"] == fs.PhotoOptions.points3d_weight
 
 
 def test_mirrored_photo_gives_the_mirrored_rig(ctx, render):

@@ -136,6 +136,45 @@ def test_sample_field_grows_past_the_border():
     assert g[1, 0] < 0 and g[2, 0] < 0  # moving right (toward the mask) lowers the distance
 
 
+def test_the_field_lets_an_animal_go_on_past_the_border_it_touches():
+    from dualpm_addon.fitting.terms.silhouette import outside_distance, sample_field
+
+    mask = np.zeros((20, 20), bool)
+    mask[5:12, 0:10] = True  # cut by the left border
+    pad = 10
+    field = outside_distance(mask, pad)
+    assert field.shape == (40, 40)
+    out_left = np.array([[-6.5, 8.5], [-6.5, 16.5], [25.5, 8.5]]) + pad
+    val, _ = sample_field(field, out_left)
+    assert val[0] == 0  # straight out of the frame from where the mask meets it: the animal goes on
+    assert val[1] == pytest.approx(5.0)  # beside that, out of frame, it costs its distance as inside
+    assert val[2] > 10  # past a border the mask does not touch the animal has ended
+    assert np.array_equal(field[pad:-pad, pad:-pad] == 0, mask)
+
+
+def test_inside_term_does_not_pull_a_leg_back_into_the_frame(setup):
+    from dualpm_addon.fitting.terms.projection import project
+    from dualpm_addon.fitting.terms.silhouette import outside_distance
+
+    model, bound, verts, x, scene, uv, mask = setup
+    edge = int(np.median(np.nonzero(mask.any(axis=0))[0]))
+    sub = mask[:, edge:]  # the frame starts at the animal's middle
+    k = K.copy()
+    k[0, 2] -= edge
+    term = terms.SilhouetteInside(verts, sub, k)
+    uvs = project(verts.camera(x), k, model.log_focal(x))[0]
+    rows = np.nonzero(sub[:, 0])[0]
+    # out of frame on the cut side, level with where the mask meets the frame
+    gone = (uvs[:, 0] < -2) & (uvs[:, 1] > rows.min() + 1) & (uvs[:, 1] < rows.max())
+    assert gone.sum() > 5
+    padded = term.residuals(x)
+    term.pad, term.field = 0, outside_distance(sub)  # the field before: pulled back into the frame
+    unpadded = term.residuals(x)
+    assert padded[gone].max() < 1e-9 < unpadded[gone].min()
+    term.pad, term.field = max(sub.shape) // 2, outside_distance(sub, max(sub.shape) // 2)
+    check(term, x)
+
+
 def test_root_only_columns_are_the_full_jacobians_columns(setup):
     model, bound, verts, x, scene, uv, mask = setup
     for term in (terms.Points3D(bound, scene["P"], 0.5), terms.Reprojection(bound, uv, K, 160),

@@ -27,6 +27,7 @@ from .. import correspondence as corr
 from ..errors import DualPMError
 from ..rotations import matrix_from_axis_angle, matrix_to_quat, quat_to_axis_angle
 from . import hypotheses, solver, terms
+from . import trust
 from .blas import single_threaded_blas
 from .chain import BoundPoints
 from .fit import FitOptions, finish, point_terms, run_solver, setup
@@ -57,6 +58,10 @@ class PhotoOptions:
     by_outline: with a mask, the hypotheses are ranked, and the refined ones chosen, by the
     outline IoU of the rig with the mask (what the user sees) rather than by the cost, whose
     largest part on a predicted map is the reprojection of a Q that may be a tenth of a body off.
+    points3d_spread: the 3D term's weight follows how well P agrees with a rig (trust.py):
+    points3d_weight while the 3D fit's median point lies this far (body lengths) or further
+    from its posed Q, more as P agrees better (inverse variance), at most points3d_max_weight.
+    0: the fixed points3d_weight.
     """
 
     fit: FitOptions = field(default_factory=lambda: FitOptions(pose_weight=0.01))
@@ -85,6 +90,8 @@ class PhotoOptions:
     fill: str = "cover"
     by_outline: bool = True
     screen_iterations: int = 6
+    points3d_spread: float = 0.05
+    points3d_max_weight: float = 10.0
 
 
 def _vertex_samples(template, n: int) -> np.ndarray:
@@ -160,7 +167,14 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
     st = setup(p, q, ctx, fo, rng, photo=True, timings=timings)
     tic = time.perf_counter()
     model = st.model
-    objective = point_terms(st, fo, options.points3d_weight)
+    # The 3D fit's answer, on the photo model: its thickness and focal columns keep their priors,
+    # else the points alone can send a barely seen part's thickness off to exp(100).
+    start_terms = point_terms(st, fo) + [terms.FocalPrior(model, options.focal_sigma),
+                                         terms.ThicknessPrior(model, options.thickness_weight)]
+    x3d = run_solver(start_terms, st.x0, replace(fo, solver="lm")).x
+    spread = trust.point_spread(start_terms[0], x3d)
+    w3d = trust.points3d_weight(spread, options.points3d_weight, options.points3d_spread, options.points3d_max_weight)
+    objective = point_terms(st, fo, w3d)
     coarse = None
     vis = _visible(points, ctx, options, rng)
     if vis is not None:
@@ -196,11 +210,6 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
 
     # -- hypotheses --------------------------------------------------------------------------
     tic = time.perf_counter()
-    # The 3D fit's answer, on the photo model: its thickness and focal columns keep their priors,
-    # else the points alone can send a barely seen part's thickness off to exp(100).
-    start_terms = point_terms(st, fo) + [terms.FocalPrior(model, options.focal_sigma),
-                                         terms.ThicknessPrior(model, options.thickness_weight)]
-    x3d = run_solver(start_terms, st.x0, replace(fo, solver="lm")).x
     starts = [("fit3d", x3d, model.fixed_rot)]
     if options.hypotheses:
         if mask is not None:
@@ -275,7 +284,8 @@ def _fit_to_photo(points, k, mask, context, options: PhotoOptions, focal_known: 
                  "cost_terms": {n: round(v, 6) for n, v in solver.breakdown(objective, sol.x).items()},
                  "focal_factor": float(np.exp(model.log_focal(sol.x))),
                  "thickness": {pn: float(t) for (pn, _), t in zip(PARTS, np.exp(model.thickness_block(sol.x)))},
-                 "visible_points": 0 if vis is None else int(len(vis[0])), "mask": mask is not None}
+                 "visible_points": 0 if vis is None else int(len(vis[0])), "mask": mask is not None,
+                 "points3d_spread": round(float(spread), 5), "points3d_weight": round(float(w3d), 4)}
     return out
 
 

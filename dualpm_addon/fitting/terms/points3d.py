@@ -14,6 +14,7 @@ class Points3D:
     def __init__(self, bound: BoundPoints, p: np.ndarray, row_scale: float, weight: float = 1.0,
                  loss: str = "soft_l1", f_scale: float = 0.01):
         self.bound, self.p = bound, np.asarray(p, dtype=np.float64)
+        self.row_scale = float(row_scale)
         self.scale = float(row_scale) * np.sqrt(weight)
         self.loss, self.f_scale = loss, f_scale
 

@@ -2,7 +2,8 @@
 animal's mask and fill it (distance transforms both ways, as in silhouette fitting of SMAL-style
 models). Samples are mesh vertices bound to the chain; the mask is the segmenter's or the user's.
 
-SilhouetteInside: each vertex sample pays its distance (pixels) to the mask; zero inside.
+SilhouetteInside: each vertex sample pays its distance (pixels) to the mask; zero inside, and
+zero past the grid's border where the mask runs into it (the animal goes on out of view).
 SilhouetteFill: each mask sample pays the distance to the nearest projected vertex sample (the
 correspondence is re-found at every evaluation and held fixed for the Jacobian, as in ICP).
 """
@@ -17,9 +18,16 @@ from ..chain import BoundPoints
 from .projection import chain_rule, project
 
 
-def outside_distance(mask: np.ndarray) -> np.ndarray:
-    """(H, W) float: each pixel's distance in pixels to the nearest mask pixel (0 on the mask)."""
-    return ndimage.distance_transform_edt(~np.asarray(mask, dtype=bool)).astype(np.float64)
+def outside_distance(mask: np.ndarray, pad: int = 0) -> np.ndarray:
+    """(H + 2 pad, W + 2 pad) float: each pixel's distance in pixels to the nearest mask pixel (0
+    on the mask), on the grid grown by `pad` pixels each side. Where the mask reaches the grid's
+    border the animal goes on past it (cut by the frame or by the crop), so the padding continues
+    the border's mask pixels straight outwards: a leg or a head out of view costs nothing there,
+    where an unpadded field would pull it back into the frame."""
+    m = np.asarray(mask, dtype=bool)
+    if pad > 0:
+        m = np.pad(m, int(pad), mode="edge")
+    return ndimage.distance_transform_edt(~m).astype(np.float64)
 
 
 def sample_field(field: np.ndarray, uv: np.ndarray):
@@ -66,13 +74,14 @@ class SilhouetteInside:
     def __init__(self, bound: BoundPoints, mask: np.ndarray, k: np.ndarray, weight: float = 1.0,
                  loss: str = "soft_l1", f_scale: float = 0.02):
         self.bound, self.k = bound, np.asarray(k, dtype=np.float64)
-        self.field = outside_distance(mask)
+        self.pad = max(np.asarray(mask).shape) // 2  # past it, the field goes on linearly
+        self.field = outside_distance(mask, self.pad)
         self.row = np.sqrt(weight / len(bound.local)) / float(max(mask.shape))
         self.loss, self.f_scale = loss, f_scale
 
     def _eval(self, x):
         uv, d, dlf = project(self.bound.camera(x), self.k, self.bound.model.log_focal(x))
-        val, g = sample_field(self.field, uv)
+        val, g = sample_field(self.field, uv + self.pad)
         return val, g, d, dlf
 
     def residuals(self, x) -> np.ndarray:
