@@ -57,6 +57,7 @@ class Settings:
     segmenter: str = "auto"  # "auto": the shipped U2-Net-p, else the predictor's mask; "off"; or a .onnx path
     character: str = "character"  # the surface: "character" (the photo baked on the character mesh), "template", "points"
     shape: bool = True  # the character deformed toward the cloud and the mask (character/deform.py), else the fit's
+    delight: str = "auto"  # the photo's light out of the character's texture: "auto", "on", "off" (character/texture.py)
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -232,6 +233,8 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
     timings = {} if timings is None else timings
     if settings.character not in ("character", "template", "points"):
         raise DualPMError(f"character: unknown look {settings.character!r}; one of character, template, points")
+    if settings.delight not in ("auto", "on", "off"):
+        raise DualPMError(f"character: unknown delight {settings.delight!r}; one of auto, on, off")
     template = template or template_mod.load_default()
     report("fit", 0.0)
     t0 = time.perf_counter()
@@ -309,7 +312,8 @@ def from_pointmap(pm: dict, photo: PhotoInput, predictor_version: str = "unknown
             character_rest = shape(fit, template, pts, fit.point_skin_joints, fit.point_skin_weights,
                                    fit.point_valid, photo_mask, k_photo, report=shape_report).vertices
             timings["shape"] = time.perf_counter() - t0
-        character = instance.make(fit, template, photo.rgb, photo_mask, k_photo, rest=character_rest)
+        character = instance.make(fit, template, photo.rgb, photo_mask, k_photo, rest=character_rest,
+                                  delight=settings.delight)
         if settings.shape:
             character.figures["shape"] = {k: v for k, v in shape_report.items() if k != "seconds"}
         timings["character"] = time.perf_counter() - t0

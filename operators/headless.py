@@ -1,7 +1,7 @@
 """The batch pipeline: `dualpm reconstruct PHOTO... --out DIR` and `blender -b --python-expr`.
 
     dualpm reconstruct PHOTO... --out DIR [--mask FILE | --mask-dir DIR] [--all-animals]
-                       [--fit photo|points] [--character character|template|points]
+                       [--fit photo|points] [--character character|template|points] [--delight auto|on|off]
                        [--bvh FILE] [--server URL --token T]
                        [--device auto|cpu|cuda] [--model FILE]
 
@@ -43,7 +43,9 @@ before issue 14.
 UV-mapped and carried onto the fitted rig, with the photo's colours baked into its texture
 (Principled BSDF in the .blend, a PBR material with the texture embedded in the .glb;
 docs/character.md); --character template gives the template's flat-coloured mesh, --character
-points no surface, only the point cloud and the rig.
+points no surface, only the point cloud and the rig. --delight auto (default) takes the photo's
+light (sky, sun, cast shadows) out of the character's texture where the photo shows a directional
+light, on always, off never (docs/character.md, Colours).
 
 A failing photo does not stop the batch. The exit code is the number of photos that failed
 (with --all-animals: of failed animal outputs; capped at 125, batch.MAX_EXIT); 0 means every
@@ -83,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--character", choices=("character", "template", "points"), default="character",
                         help="the surface: character: the photo's colours on the character mesh (default); "
                         "template: the template's flat colours; points: no surface, the point cloud and rig")
+    parser.add_argument("--delight", choices=("auto", "on", "off"), default="auto",
+                        help="the photo's light out of the character's texture: auto: where the photo shows a "
+                        "directional light (default); on: always; off: the photo's colours as they are")
     parser.add_argument("--bvh", metavar="FILE", help="retarget this motion capture onto every result")
     parser.add_argument("--server", metavar="URL", help="use a running inference server (ours or Triton)")
     parser.add_argument("--token", metavar="T", help="bearer token for --server")
@@ -179,7 +184,7 @@ def _middle_frame_vertices(obj):
 
 def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
                     bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo",
-                    character: str = "character") -> dict:
+                    character: str = "character", delight: str = "auto") -> dict:
     """One photo to its four files; returns the summary written to NAME.json (raises on failure).
 
     `mask` is the photo's mask file, `mask_record` masks.record of how it was found; without a
@@ -190,14 +195,14 @@ def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mas
     masks = core("masks")
     mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
     timings: dict = {}
-    request = _gather(photo, mask, timings, mask_record, fit, character)
+    request = _gather(photo, mask, timings, mask_record, fit, character, delight)
     rec = reconstruct.run_inference(request, timings=timings, predictor=predictor)
     return write_outputs(photo, request, rec, name, out_dir, bvh, mask_record)
 
 
 def reconstruct_animals(photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
                         bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo",
-                        character: str = "character") -> list[dict]:
+                        character: str = "character", delight: str = "auto") -> list[dict]:
     """--all-animals: every animal of one photo into NAME_animalK.* (K = 1 the largest); returns
     each animal's summary as written to its JSON, failed animals included. Raises when the photo
     itself fails (no animal at all, a bad mask)."""
@@ -206,13 +211,13 @@ def reconstruct_animals(photo: str, name: str, out_dir: str, predictor, mask: st
     masks = core("masks")
     mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
     timings: dict = {}
-    request = _gather(photo, mask, timings, mask_record, fit, character)
+    request = _gather(photo, mask, timings, mask_record, fit, character, delight)
     recs = reconstruct.run_inference_all(request, timings=timings, predictor=predictor)
     found = recs[0].animals_found
     out = []
     for rec in recs:
         if out:  # a fresh scene per animal: each file set holds one character
-            request = _gather(photo, mask, {}, mask_record, fit, character)
+            request = _gather(photo, mask, {}, mask_record, fit, character, delight)
         out.append(write_outputs(photo, request, rec, animal_name(name, rec.animal_index), out_dir, bvh, mask_record))
     for index, e in sorted(request.animal_errors):
         summary = failure(photo, str(e), 0.0, mask_record)
@@ -241,7 +246,8 @@ def remove_stale_animals(out_dir: str, name: str, keep: int) -> None:
             _remove([os.path.join(out_dir, f)])
 
 
-def _gather(photo: str, mask: str | None, timings: dict, mask_record: dict, fit: str, character: str = "character"):
+def _gather(photo: str, mask: str | None, timings: dict, mask_record: dict, fit: str, character: str = "character",
+            delight: str = "auto"):
     """An empty scene, then the photo (and mask) decoded as the panel does; `mask_record` says
     which mask was used (updated in place when the photo's alpha is)."""
     import bpy
@@ -253,6 +259,7 @@ def _gather(photo: str, mask: str | None, timings: dict, mask_record: dict, fit:
     request = reconstruct.gather(bpy.context, photo, mask or "", timings, mask_mode="AUTO")
     request.settings["fit"] = fit
     request.settings["character"] = character
+    request.settings["delight"] = delight
     if not mask:
         mask_record.update(masks.record(request.mask_source, None))
     return request
@@ -352,10 +359,12 @@ def run(args) -> int:
             try:
                 if args.all_animals:
                     summaries = reconstruct_animals(photo, name, args.out, predictor, mask_path, args.bvh,
-                                                    mask_record=mask_record, fit=args.fit, character=args.character)
+                                                    mask_record=mask_record, fit=args.fit, character=args.character,
+                                                    delight=args.delight)
                 else:
                     summaries = [reconstruct_one(None, photo, name, args.out, predictor, mask_path, args.bvh,
-                                                 mask_record=mask_record, fit=args.fit, character=args.character)]
+                                                 mask_record=mask_record, fit=args.fit, character=args.character,
+                                                 delight=args.delight)]
                 outputs += len(summaries)
                 for summary in summaries:
                     label = animal_name(name, summary["animal_index"]) if args.all_animals else name

@@ -65,6 +65,8 @@ class DUALPM_PT_main(_DualPMPanel, bpy.types.Panel):
             col.template_ID(s, "mask_image", open="image.open")
         col.prop(s, "all_animals")
         col.prop(s, "character")
+        if s.character == "CHARACTER":
+            col.prop(s, "delight")
         col.prop(s, "point_size")
         col.separator()
         if status.running:

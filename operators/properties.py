@@ -43,6 +43,12 @@ class DUALPM_PG_settings(bpy.types.PropertyGroup):
         ("TEMPLATE", "Template", "The template's mesh with its flat colours"),
         ("POINTS", "Points Only", "No surface: the point cloud and the rig"),
     ], default="CHARACTER", description="What the reconstruction's surface is")
+    delight: EnumProperty(name="Light", items=[
+        ("AUTO", "Auto", "Take the photo's light (sky, sun, cast shadows) out of the character's texture where "
+                         "the photo shows a directional light"),
+        ("ON", "Remove", "Always take the photo's fitted light out of the texture"),
+        ("OFF", "Keep", "The photo's colours as they are, light included"),
+    ], default="AUTO", description="The photo's light in the character's texture")
     video_path: StringProperty(name="Video", subtype="FILE_PATH",
                                description="Video of a four-legged animal (mp4, mov, webm, mkv) or a folder of frames")
     video_start: FloatProperty(name="Start", default=0.0, min=0.0, unit="TIME_ABSOLUTE",

@@ -112,6 +112,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
         timings["load"] = time.perf_counter() - t0
     settings = preferences.settings_dict(context)
     settings["character"] = str(getattr(s, "character", "CHARACTER")).lower()
+    settings["delight"] = str(getattr(s, "delight", "AUTO")).lower()
     return PhotoRequest(photo, image, created, settings, mask_source,
                         all_animals=bool(getattr(s, "all_animals", False)))
 
@@ -120,7 +121,8 @@ def pipeline_settings(settings: dict):
     return core("pipeline").Settings(occupancy_threshold=float(settings["occupancy_threshold"]),
                                      confidence_threshold=float(settings["confidence_threshold"]),
                                      fit=str(settings.get("fit", "photo")),
-                                     character=str(settings.get("character", "character")))
+                                     character=str(settings.get("character", "character")),
+                                     delight=str(settings.get("delight", "auto")))
 
 
 def run_inference(request: PhotoRequest, report=None, cancelled=None, timings=None, predictor=None,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dualpm_addon import camera, pipeline
-from dualpm_addon.character import load_character, raster, texture
+from dualpm_addon.character import light, load_character, raster, texture
 from dualpm_addon.character import preview as cpreview
 from dualpm_addon.errors import DualPMError
 
@@ -174,3 +174,144 @@ def test_the_preview_z_buffers_only_the_faces_that_look_at_the_camera(scene):
     sheet = np.array([[0, 0, 1.0], [1, 0, 1], [0, 1, 1]])  # open: either side is seen
     for f in ([[0, 1, 2]], [[0, 2, 1]]):
         assert list(cpreview.facing(sheet, np.array(f))) == [0]
+
+
+ALBEDO = np.array([0.55, 0.45, 0.35])
+
+
+@pytest.fixture(scope="module")
+def sunlit(scene):
+    """The side-on character with one flat albedo, photographed under a sun (Lambert, a dim
+    sky, cast shadows found by Embree ray casts towards the sun, not by the bake's own shadow
+    map) and under even light."""
+    import trimesh
+
+    mesh, v, k = scene["mesh"], scene["v"], scene["k"]
+    depth, face, bary = raster.zbuffer(v, mesh.faces, k, (240, 320))
+    hit = face >= 0
+    f = mesh.faces[face[hit]]
+    n = np.einsum("nk,nkd->nd", bary[hit], texture._vertex_normals(v, mesh.faces)[f])
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    p = np.einsum("nk,nkd->nd", bary[hit], v[f])
+    n = np.where((np.sum(n * p, axis=1) > 0)[:, None], -n, n)
+    sun = np.array([-0.444, -0.761, -0.472])  # above, in front and to the side of the camera
+    sun /= np.linalg.norm(sun)
+    caster = trimesh.Trimesh(v, mesh.faces, process=False)
+
+    def shadowed(points, normals):
+        return caster.ray.intersects_any(points + 2e-3 * normals, np.broadcast_to(sun, points.shape))
+
+    ndl = np.maximum(n @ sun, 0.0)
+    out = {"sun": sun, "shadowed": shadowed, "mask": hit}
+    for name, shade in (("sun", 0.25 + ndl * ~shadowed(p, n)), ("even", np.ones(len(n)))):
+        lin = np.zeros((240, 320, 3))
+        lin[:] = [1.0, 0.0, 0.0]
+        lin[hit] = ALBEDO * (0.9 * shade / shade.max())[:, None]
+        out[f"{name}_photo"] = texture.linear_to_srgb8(lin)
+    return out
+
+
+def _photo_luminance(tex, tm):
+    sel = tex.source.reshape(-1)[tm.pixel] == texture.PHOTO
+    lin = texture.srgb_to_linear(tex.image.reshape(-1, 3)[tm.pixel] / 255.0)
+    return lin @ light.LUMA, sel
+
+
+def test_delight_takes_out_a_sun_and_its_cast_shadows(scene, sunlit):
+    tm, m = scene["tm"], scene["mesh"]
+    raw = _bake(scene, photo=sunlit["sun_photo"], mask=sunlit["mask"])
+    first = _bake(scene, photo=sunlit["sun_photo"], mask=sunlit["mask"], delight="first-order")
+    tex = _bake(scene, photo=sunlit["sun_photo"], mask=sunlit["mask"], delight="on")
+    fitted = tex.figures["light"]
+    assert fitted["applied"] and np.dot(fitted["sun_direction"], sunlit["sun"]) > 0.95
+    # The albedo is one colour: its log luminance over the photo's texels should be flat.
+    spread = {}
+    for name, t in (("raw", raw), ("first", first), ("on", tex)):
+        y, sel = _photo_luminance(t, tm)
+        spread[name] = float(np.percentile(np.log(y[sel]), 95) - np.percentile(np.log(y[sel]), 5))
+    assert spread["raw"] > 1.0 and spread["on"] < 0.25 and spread["on"] < 0.5 * spread["first"], spread
+    # Texels facing the sun but in a cast shadow (by ray casts) come back as bright as the lit ones.
+    y_raw, sel = _photo_luminance(raw, tm)
+    y_on, _ = _photo_luminance(tex, tm)
+    p = tm.points(scene["v"], m.faces)[sel]
+    n = tm.points(texture._vertex_normals(scene["v"], m.faces), m.faces)[sel]
+    n = np.where((np.sum(n * p, axis=1) > 0)[:, None], -n, n)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    facing = (n @ sunlit["sun"]) > 0.3
+    cast = facing & sunlit["shadowed"](p, n)
+    lit = facing & ~cast
+    assert cast.sum() > 200
+    before = np.median(y_raw[sel][cast]) / np.median(y_raw[sel][lit])
+    after = np.median(y_on[sel][cast]) / np.median(y_on[sel][lit])
+    assert before < 0.4 and 0.8 < after < 1.25, (before, after)
+    assert fitted["shadowed"] > 0.02
+
+
+def test_auto_leaves_an_evenly_lit_photo_as_it_is_and_takes_out_the_sun(scene, sunlit):
+    off = _bake(scene, photo=sunlit["even_photo"], mask=sunlit["mask"])
+    auto = _bake(scene, photo=sunlit["even_photo"], mask=sunlit["mask"], delight="auto")
+    assert auto.figures["light"]["applied"] is False and "light" not in off.figures
+    assert np.abs(auto.image.astype(int) - off.image.astype(int)).max() <= 1
+    sunny = _bake(scene, photo=sunlit["sun_photo"], mask=sunlit["mask"], delight="auto")
+    assert sunny.figures["light"]["applied"] is True
+    assert sunny.figures["light"]["first_spread"] >= texture.AUTO_SPREAD > auto.figures["light"]["first_spread"]
+
+
+def test_an_unknown_delight_is_refused_before_any_work():
+    with pytest.raises(DualPMError, match="unknown delight 'sideways'"):
+        pipeline.from_pointmap({}, pipeline.PhotoInput(np.zeros((4, 4, 3), np.uint8), None, None, "x.png"),
+                               settings=pipeline.Settings(delight="sideways"))
+    with pytest.raises(DualPMError, match="unknown delight"):
+        texture.bake(np.zeros((3, 3)), np.array([[0, 1, 2]]), np.zeros((3, 2)), np.zeros((3, 3)),
+                     np.zeros((4, 4, 3), np.uint8), np.eye(3), delight="sideways")
+
+
+def test_the_shadow_map_finds_what_a_box_shades_below_it():
+    # A floor (two triangles at z = 0) and a small box above its middle; light straight down.
+    floor = np.array([[-2, -2, 0], [2, -2, 0], [2, 2, 0], [-2, 2, 0.0]])
+    box = np.array([[x, y, z] for z in (1.0, 1.5) for y in (-0.5, 0.5) for x in (-0.5, 0.5)])
+    v = np.concatenate([floor, box])
+    f = [[0, 1, 2], [0, 2, 3]]
+    b = 4  # the box's faces, outward: bottom, top and the four sides
+    quads = [(0, 2, 3, 1), (4, 5, 7, 6), (0, 1, 5, 4), (2, 6, 7, 3), (0, 4, 6, 2), (1, 3, 7, 5)]
+    for q in quads:
+        q = [b + i for i in q]
+        f += [[q[0], q[1], q[2]], [q[0], q[2], q[3]]]
+    f = np.array(f)
+    pts = np.array([[0.0, 0.0, 0.0], [0.3, -0.2, 0.0], [1.5, 1.5, 0.0], [-1.2, 0.0, 0.0], [0.0, 0.0, 1.5]])
+    got = light.lit(pts, v, f, np.array([0.0, 0.0, 1.0]))
+    assert got.tolist() == [False, False, True, True, True]
+    # A sun from (1, 0, 1) moves the shadow to x in [-2, -0.5] and frees the floor below the box.
+    slanted = light.lit(np.array([[-1.2, 0.0, 0.0], [0.0, 0.0, 0.0], [1.25, 0.0, 0.0]]), v, f,
+                        np.array([1.0, 0.0, 1.0]) / 2 ** 0.5)
+    assert slanted.tolist() == [False, True, True]
+
+
+def test_the_delight_setting_reaches_the_bake(horse):
+    from tests import fit_fixtures as fx
+
+    pm = fx.to_point_map(fx.sample_scene(horse, clip="Eating", frame=20, seed=8, size=64), size=64, layers=4)
+    pm["confidence"] = np.where(pm["occupancy"] > 0, 3.0, 1.0).astype(np.float32)
+    pm["crop_box"] = np.array([0, 0, 64, 64], np.float32)
+    rgb = np.full((64, 64, 3), 128, np.uint8)
+    photo = pipeline.PhotoInput(rgb, None, None, "horse.png")
+    rec = pipeline.from_pointmap(pm, photo, template=horse, settings=pipeline.Settings(shape=False))
+    assert rec.settings["delight"] == "auto"
+    assert rec.character.figures["texture"]["light"]["mode"] == "auto"
+    assert rec.character.figures["texture"]["light"]["applied"] is False  # a flat grey photo has no light
+    rec = pipeline.from_pointmap(pm, photo, template=horse, settings=pipeline.Settings(shape=False, delight="off"))
+    assert "light" not in rec.character.figures["texture"]
+
+
+def test_dualpm_reconstruct_takes_delight_auto_on_off():
+    import argparse
+
+    from operators import headless
+
+    parser = argparse.ArgumentParser()
+    headless.add_arguments(parser)
+    assert parser.parse_args(["a.png", "--out", "o"]).delight == "auto"
+    assert parser.parse_args(["a.png", "--out", "o", "--delight", "off"]).delight == "off"
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["a.png", "--out", "o", "--delight", "sideways"])
+    assert e.value.code == 2

@@ -71,10 +71,10 @@ def pose(fit, rest: np.ndarray, mesh) -> np.ndarray:
 
 
 def make(fit, template, photo_rgb: np.ndarray, photo_mask, intrinsics: np.ndarray, rest: np.ndarray | None = None,
-         size: int = texture_mod.SIZE) -> Character:
+         size: int = texture_mod.SIZE, delight: str = "auto") -> Character:
     """The character of a fit: the mesh on the instance (`rest` (V, 3) when the shape was
     deformed, else rest_shape), posed, and the photo baked through `intrinsics` (3, 3, the
-    photo's pixels) with `photo_mask` (H, W) bool or None."""
+    photo's pixels) with `photo_mask` (H, W) bool or None; `delight` as texture.bake's."""
     from . import load_character
 
     t0 = time.perf_counter()
@@ -85,7 +85,7 @@ def make(fit, template, photo_rgb: np.ndarray, photo_mask, intrinsics: np.ndarra
     t1 = time.perf_counter()
     flat = np.asarray(mesh.material_colors, dtype=np.float64)[mesh.face_material]
     tex = texture_mod.bake(posed, mesh.faces, mesh.uv, mesh.canonical, photo_rgb, intrinsics, photo_mask,
-                           texels=texels(mesh, size), fallback_colours=flat, mirrored_atlas=True)
+                           texels=texels(mesh, size), fallback_colours=flat, mirrored_atlas=True, delight=delight)
     t2 = time.perf_counter()
     figures = {"vertices": mesh.num_vertices, "faces": int(len(mesh.faces)), "texture": dict(tex.figures),
                "timings_s": {"mesh": round(t1 - t0, 4), "bake": round(t2 - t1, 4)}}

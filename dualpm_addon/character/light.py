@@ -263,11 +263,12 @@ def estimate(colour: np.ndarray, normal: np.ndarray, weight: np.ndarray, points:
         sw = np.sqrt(w)
         b, *_ = np.linalg.lstsq(dn * sw[:, None], dy * sw, rcond=None)
         w = pw / (1.0 + ((dy - dn @ b) / scale) ** 2)
-    if not np.all(np.isfinite(b)) or np.linalg.norm(b) < 1e-9:
-        b = -np.mean(n, axis=0)
-    l0 = b / max(np.linalg.norm(b), 1e-12)
+    if not np.all(np.isfinite(b)):
+        b = np.zeros(3)
     lb = n @ b
     first_spread = float(np.percentile(lb, 90) - np.percentile(lb, 10))
+    l0 = b if np.linalg.norm(b) > 1e-9 else -np.mean(n, axis=0)  # no gradient: towards the camera
+    l0 = l0 / max(np.linalg.norm(l0), 1e-12)
     if first_spread < min_spread:  # no light worth a search: the flat shading
         return Light(a=np.zeros(3), k=0.0, l=l0, spread=0.0, first_spread=first_spread, pairs=int(len(pi))), \
             np.ones(len(n))
