@@ -92,8 +92,12 @@ def test_still_animal_moving_camera_gives_a_still_pose(templates_dir, horse):
                                travel=False, backgrounds_dir=None)
     fit = fit_clip([clips.exact_frame(f) for f in frames], horse, OPTIONS)
     assert clips.pose_jitter_pct(fit.joints_cam, fit.model_to_camera, fit.body_length) <= 0.5
-    # The camera's motion went to the root: it moved, in camera space.
-    assert np.linalg.norm(fit.model_to_camera[-1, :3, 3] - fit.model_to_camera[0, :3, 3]) > 0.01
+    # The camera's motion went to the root: in camera space the animal swings out with the pan
+    # (about 0.3 m at the middle frames) and back, as the true joints do.
+    true = np.stack([np.asarray(f["joints"]) for f in frames]).mean(axis=1)
+    fitted = fit.joints_cam.mean(axis=1)
+    assert np.linalg.norm(true[len(frames) // 2] - true[0]) > 0.2
+    assert np.abs(np.linalg.norm(fitted - fitted[0], axis=1) - np.linalg.norm(true - true[0], axis=1)).max() < 0.02
 
 
 def test_bad_clips_are_one_line_errors(walk, horse):

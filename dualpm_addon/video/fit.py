@@ -20,7 +20,7 @@ animal, where several were found). Steps (docs/video.md, "Method"):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -331,8 +331,10 @@ def _fit_clip(cands, template, ctx, options: ClipOptions, report, cancelled, pre
     model = params.clip_model(ctx)
     samples = SharedSamples(model, template, options.budget.vertices)
     tic = time.perf_counter()
-    keyx, keycost = shape.solve_shape(model, samples, obs, seen_frames, options, report, cancelled, pre_fits)
+    keyx, keycost, w3d = shape.solve_shape(model, samples, obs, seen_frames, options, report, cancelled, pre_fits)
     timings["shape"] = time.perf_counter() - tic
+    # every frame's 3D term weighs what the keyframes' photo fits found P deserves
+    options = replace(options, photo=replace(options.photo, points3d_weight=w3d, points3d_spread=0.0))
     _check(cancelled)
 
     tic = time.perf_counter()

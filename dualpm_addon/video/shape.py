@@ -34,15 +34,22 @@ def keyframe_fit(ctx, frame, t: int, options):
     return fr, po, fit_to_photo(fr.points, fr.k_crop, fr.mask, ctx, po, focal_known=fr.focal_known)
 
 
+def clip_points3d_weight(fits) -> float:
+    """The 3D term's weight for the whole clip: the median of what the keyframes' photo fits chose
+    (fitting/trust.py: as much as the clip's P agrees with a rig)."""
+    return float(np.median([f.photo["points3d_weight"] for f in fits]))
+
+
 def solve_shape(model, samples, obs, seen, options, report, cancelled, pre=None):
-    """({keyframe: x} with the clip's shape, {keyframe: its data cost there}) on the clip's model.
-    pre: {frame: (its first animal's dict, keyframe_fit's result)} made beforehand
-    (fit.FrameObserver); one made on the same dict is taken as it is."""
+    """({keyframe: x} with the clip's shape, {keyframe: its data cost there}, the clip's 3D term
+    weight (clip_points3d_weight)) on the clip's model. pre: {frame: (its first animal's dict,
+    keyframe_fit's result)} made beforehand (fit.FrameObserver); one made on the same dict is
+    taken as it is."""
     from .fit import _check
 
     ctx = model.ctx
     keys = keyframes(seen, obs, options.keyframes)
-    xs, frames, costs = [], [], []
+    xs, frames, costs, fits = [], [], [], []
     # The shape is solved once: keyframes get the photo fit's full budget of points and samples.
     samples = SharedSamples(model, ctx.template, PHOTO_BUDGET.vertices)
     pre = pre or {}
@@ -56,9 +63,11 @@ def solve_shape(model, samples, obs, seen, options, report, cancelled, pre=None)
         xs.append(params.x_from_fit(model, fit, float(fit.intrinsics[0, 0] / fr.k_crop[0, 0])))
         frames.append((fr, po))
         costs.append(float(fit.cost))
+        fits.append(fit)
         report("shape", (i + 1) / (len(keys) + 1))
+    w3d = clip_points3d_weight(fits)
     if len(keys) == 1 or options.shape_iterations <= 0:
-        return {keys[0]: xs[0]}, {keys[0]: costs[0]}
+        return {keys[0]: xs[0]}, {keys[0]: costs[0]}, w3d
     shared, pose = params.shape_columns(model), params.pose_columns(model)
     ns, npose = len(shared), len(pose)
     z0 = np.concatenate([np.median(np.stack([x[shared] for x in xs]), axis=0)] + [x[pose] for x in xs])
@@ -67,7 +76,7 @@ def solve_shape(model, samples, obs, seen, options, report, cancelled, pre=None)
         zidx = np.full(model.n_params, -1)
         zidx[shared] = np.arange(ns)
         zidx[pose] = ns + i * npose + np.arange(npose)
-        ts = frame_terms(model, fr, samples, po, po.points3d_weight, po.fit.pose_weight)
+        ts = frame_terms(model, fr, samples, po, w3d, po.fit.pose_weight)
         n_terms.append(len(ts))
         if i == 0:  # the shape's priors, once for the clip
             nn = len(fr.st.fq)
@@ -79,4 +88,4 @@ def solve_shape(model, samples, obs, seen, options, report, cancelled, pre=None)
     report("shape", 1.0)
     out = {t: b.x(sol.z) for t, b in zip(keys, blocks)}
     data = {t: float(stacked.terms_cost(b.terms[:nd], b.x(sol.z))[0]) for t, b, nd in zip(keys, blocks, n_terms)}
-    return out, data
+    return out, data, w3d
