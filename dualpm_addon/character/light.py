@@ -234,12 +234,14 @@ def _sphere(count: int) -> np.ndarray:
 
 
 def estimate(colour: np.ndarray, normal: np.ndarray, weight: np.ndarray, points: np.ndarray, pixel: np.ndarray,
-             size: int, vertices: np.ndarray, faces: np.ndarray, min_spread: float = 0.0) -> tuple[Light, np.ndarray] | None:
+             size: int, vertices: np.ndarray, faces: np.ndarray,
+             min_spread: float = 0.0) -> tuple[Light, np.ndarray] | None:
     """(the fitted Light, S (N,) its shading at the texels, weighted mean 1) from the photo's
     linear colours (N, 3) at N seen texels with camera-space normals (N, 3) facing the camera,
     weights (N,), posed surface points (N, 3) and atlas pixels (N,) of an atlas `size` texels a
     side; vertices (V, 3) and faces (F, 3) the posed mesh that casts the shadows. None when too
-    few texel pairs are seen together to say anything."""
+    few texel pairs are seen together to say anything. When the first-order fit's spread is under
+    `min_spread` the search is skipped and the Light is flat (k = 0, S = 1): the `auto` gate."""
     colour = np.asarray(colour, dtype=np.float64)
     n = np.asarray(normal, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
