@@ -122,6 +122,8 @@ class _Batcher:
         self.runs += len(parts)
         self.items += len(items)
         self.seconds += time.perf_counter() - t0
+        if len(parts) == 1:  # the usual case: no copy of the batch's maps (40 MB for 16 crops)
+            return parts[0]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
