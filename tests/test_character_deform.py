@@ -156,3 +156,56 @@ def test_an_animal_cut_by_the_frame_is_not_pulled_to_the_frame(wolf):
 def test_solver_is_built_once_per_template(wolf):
     _, rec = wolf
     assert deform.solver(rec.template) is deform.solver(rec.template)
+
+
+def _scaled_fit(template, bone_scales: dict, part_thickness: dict, global_scale: float = 0.9):
+    """A stand-in for a fit's shape (what instance_rest reads): bone scales by name prefix and
+    thickness by body part (fitting.PARTS)."""
+    from types import SimpleNamespace
+
+    from dualpm_addon.fitting import PARTS, scaled_rest_skeleton
+    from dualpm_addon.fitting.rig import body_parts
+
+    sk = template.skeleton
+    s = np.ones(sk.num_joints)
+    for prefix, v in bone_scales.items():
+        s[[j for j, n in enumerate(sk.joint_names) if n.startswith(prefix)]] = v
+    parts = body_parts(sk)
+    t = np.ones(sk.num_joints)
+    for p, (name, _) in enumerate(PARTS):
+        t[parts == p] = part_thickness.get(name, 1.0)
+    return SimpleNamespace(global_scale=global_scale, bone_scales=s, thickness=t,
+                           rest_skeleton=scaled_rest_skeleton(sk, global_scale, s))
+
+
+@pytest.mark.parametrize("scales, thickness", [
+    # a short tail (a deer's on the horse template) swings into the rump, narrow hips cross the thighs
+    ({"Tail": 0.6, "BackShoulder": 0.4}, {"trunk": 1.3, "tail": 0.7, "back_legs": 1.2}),
+    # thick neck and trunk beside a thin head and thin legs
+    ({"Tail1": 0.5, "Neck3": 0.5}, {"trunk": 1.4, "neck": 1.4, "head": 0.75, "back_legs": 0.8, "front_legs": 0.8}),
+])
+def test_instance_rest_of_strongly_scaled_parts_does_not_cut_itself(scales, thickness):
+    t = template_mod.load_default()
+    char = load_character(t)
+    fit = _scaled_fit(t, scales, thickness)
+    plain = deform.instance_rest(char, t, fit, repair_rounds=0)
+    n_plain = quality.self_intersections(plain.welded_vertices(), plain.welded_faces)
+    assert n_plain > 20  # the per-bone maps alone fold these parts into each other
+    report = {}
+    rest = deform.instance_rest(char, t, fit, report=report)
+    assert quality.self_intersections(rest.welded_vertices(), rest.welded_faces) == 0  # exact search
+    assert quality.is_closed_manifold(rest.welded_faces)
+    # The repair is local: most of the surface keeps the fit's map exactly, and nothing moves far.
+    move = np.linalg.norm(rest.vertices - plain.vertices, axis=1)
+    assert np.mean(move == 0.0) > 0.6, np.mean(move == 0.0)
+    assert move.max() < 0.1 * t.body_length * fit.global_scale, move.max()
+    assert 0 < report["rest_repair"]["vertices_held"] < 0.4 * char.num_welded
+
+
+def test_instance_rest_of_a_clean_instance_is_the_fits_map():
+    t = template_mod.load_default()
+    char = load_character(t)
+    fit = _scaled_fit(t, {"Neck": 1.2, "FrontUpperLeg": 1.1}, {"trunk": 1.1})
+    plain = deform.instance_rest(char, t, fit, repair_rounds=0)
+    assert quality.self_intersections(plain.welded_vertices(), plain.welded_faces) == 0
+    assert np.array_equal(deform.instance_rest(char, t, fit).vertices, plain.vertices)

@@ -55,6 +55,9 @@ from .mesh import CharacterMesh, topology_and_mesh
 
 ACROSS_RADIUS = 0.03  # body lengths: facing surfaces nearer than this move together
 REPAIR_NEIGHBOURS = 32  # faces tested per edge in the repair's crossing search (quality.candidates)
+REST_REPAIR_ROUNDS = 8  # rounds of untangling the fit's instance rest shape (instance_rest)
+SPREAD_RADIUS = 0.1  # body lengths: reach of Solver.spread, the instance repair's smoothing in space
+SPREAD_STEPS = 3  # times the instance repair applies Solver.spread
 
 
 @dataclass
@@ -97,6 +100,7 @@ class Solver:
     edges: np.ndarray  # (E, 2) the fine welded mesh's edges
     ring2: sp.csr_matrix  # (W, W) two-ring neighbourhood (with the vertex itself)
     repair_pairs: tuple  # (edge index, face index): the edge-face pairs untangle tests
+    spread: sp.csr_matrix  # (W, W) Gaussian mean over canonical neighbours within SPREAD_RADIUS
 
 
 def cotangent_laplacian(vertices: np.ndarray, faces: np.ndarray):
@@ -162,11 +166,23 @@ def solver(template, levels: int | None = None) -> Solver:
                mirror_yz=((eye - p).T @ (eye - p)).tocsr(), subdivision=topo.subdivision,
                tree=cKDTree(fine_can), fine_canonical=fine_can, body_length=blen, edges=edges,
                ring2=(ring @ ring).tocsr(),
-               repair_pairs=quality.candidates(fine_can, fine_faces, edges, REPAIR_NEIGHBOURS))
+               repair_pairs=quality.candidates(fine_can, fine_faces, edges, REPAIR_NEIGHBOURS),
+               spread=spread_operator(fine_can, SPREAD_RADIUS * blen))
     if len(_SOLVERS) >= 4:  # as mesh._CACHE: a few templates and densities, never growing
         _SOLVERS.pop(next(iter(_SOLVERS)))
     _SOLVERS[key] = (template, s)
     return s
+
+
+def spread_operator(points: np.ndarray, radius: float) -> sp.csr_matrix:
+    """(N, N) row-stochastic Gaussian mean (sigma radius / 2) over the points within `radius` in
+    space, whatever the surface between them: a field it averages moves nearby sheets alike."""
+    tree = cKDTree(points)
+    d = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")
+    n = len(points)
+    w = sp.csr_matrix((np.exp(-2.0 * (d.data / radius) ** 2), (d.row, d.col)), shape=(n, n))
+    w = w + sp.identity(n, format="csr")  # the point itself (zero distances are not stored)
+    return (sp.diags(1.0 / np.asarray(w.sum(axis=1)).ravel()) @ w).tocsr()
 
 
 # -- poses ---------------------------------------------------------------------------------------
@@ -191,12 +207,45 @@ def posed(character: CharacterMesh, fit) -> np.ndarray:
     return v @ m[:3, :3].T + m[:3, 3]
 
 
-def instance_rest(character: CharacterMesh, template, fit) -> CharacterMesh:
+def spread(sol: Solver, field: np.ndarray) -> np.ndarray:
+    """(W, 3) a fine welded field averaged in space (Solver.spread, SPREAD_STEPS times)."""
+    for _ in range(SPREAD_STEPS):
+        field = sol.spread @ field
+    return field
+
+
+def instance_rest(character: CharacterMesh, template, fit, repair_rounds: int | None = None,
+                  report: dict | None = None) -> CharacterMesh:
     """The template's character carried onto the fit's instance rest shape (bone scales,
-    thickness), undeformed: the 'before' of the shape solve."""
+    thickness), undeformed: the 'before' of the shape solve.
+
+    The fit's per-bone maps move parts against each other: a tail chain shortened by its scales
+    swings its hanging part into the rump it lies 1 % of the body length behind, hip bones
+    shortened bring the thighs through each other. No per-point map can know that (the fit
+    applies it to lone cloud points), so the surface is repaired here: `untangle` with the
+    template under the global scale alone (clean, as the template is) as the undeformed surface
+    and the bone scales' and thickness' move from it as the displacement; where the instance
+    would cut itself, each vertex's move goes halfway, round by round, to the move averaged in
+    space (`spread`: sheets near each other, the tail and the rump, the two thighs, then move
+    alike) until it does not. The fit's lone points keep the plain map (pipeline, fitting)."""
     rest = instance_rest_points(template.skeleton, character.vertices, character.skin_joints,
                                 character.skin_weights, fit.global_scale, fit.bone_scales,
                                 instance=fit.rest_skeleton, thickness=fit.thickness)
+    repair_rounds = REST_REPAIR_ROUNDS if repair_rounds is None else int(repair_rounds)
+    if repair_rounds > 0:
+        sol = solver(template, character.levels)
+        if len(sol.fine_canonical) == character.num_welded:
+            nw = character.num_welded
+            ref, cur = np.zeros((nw, 3)), np.zeros((nw, 3))
+            ref[character.weld] = float(fit.global_scale) * np.asarray(character.vertices, np.float64)
+            cur[character.weld] = rest
+            faces = character.welded_faces
+            move = cur - ref
+            disp, figures = untangle(ref, move, faces, sol, repair_rounds, toward=spread(sol, move))
+            if report is not None:
+                report["rest_repair"] = figures
+            if figures["vertices_held"]:
+                rest = (ref + disp)[character.weld]
     return character.with_vertices(rest)
 
 
@@ -373,16 +422,22 @@ def silhouette_targets(cam: np.ndarray, faces: np.ndarray, transforms: np.ndarra
     return np.where(rim[:, None], d_rest, 0.0), weight
 
 
-def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver, rounds: int):
+def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver, rounds: int,
+             toward: np.ndarray | None = None):
     """(displacement, figures): the displacement halved, round by round, on the two-ring of every
     edge and face that cross where the undeformed surface `rest` did not, until none do (or
     `rounds` ran out). Every edge is tested against the faces nearest it in canonical space
     (quality.candidates, found once per template), on the deformed surface, and, once clean,
     on the repaired surface itself; a round retests only the pairs whose vertices it moved.
-    Testing only edges near vertices that moved missed crossings. A crossing of the instance's
-    own rest shape (the fit's thickness maps can make one) is left as the fit made it."""
+    Testing only edges near vertices that moved missed crossings. A crossing `rest` already has
+    is left alone. `toward` (W, 3): what a held vertex's displacement moves to (zero, unless
+    given: instance_rest gives the displacement averaged in space)."""
     e = sol.edges
     figures = {"new_crossings_per_round": []}
+    toward = np.zeros_like(disp) if toward is None else np.asarray(toward, np.float64)
+
+    def held(keep):  # the displacement with the held share of each vertex's moved to `toward`
+        return keep[:, None] * disp + (1.0 - keep[:, None]) * toward
 
     # Pairs near in canonical space (once per template) and near on the deformed surface.
     nf = len(faces)
@@ -398,7 +453,7 @@ def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver,
             # Clean among the pairs searched so far: search once more on the repaired surface
             # itself (a held region's new edge can meet faces that were not near before).
             checked = True
-            cur = rest + keep[:, None] * disp
+            cur = rest + held(keep)
             more = quality.candidates(cur, faces, e, REPAIR_NEIGHBOURS // 2)
             new_key = np.setdiff1d(more[0] * nf + more[1], key)
             if len(new_key):
@@ -423,10 +478,10 @@ def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver,
         # Only pairs with a vertex that moved can change: test those again.
         moved = core | shell
         again = np.nonzero(moved[e].any(axis=1)[ei] | moved[faces].any(axis=1)[fi])[0]
-        bad[again] = quality.hits(rest + keep[:, None] * disp, faces, e, ei[again], fi[again]) & ~known[again]
+        bad[again] = quality.hits(rest + held(keep), faces, e, ei[again], fi[again]) & ~known[again]
     figures["vertices_held"] = int(np.sum(keep < 1))
     figures["crossings_left"] = int(bad.sum())
-    return keep[:, None] * disp, figures
+    return held(keep), figures
 
 
 # -- the solve -----------------------------------------------------------------------------------
@@ -473,7 +528,7 @@ def deform(character: CharacterMesh, template, fit, points_cam: np.ndarray | Non
     if character.num_vertices != base_char.num_vertices:
         raise DualPMError(f"deform: the character has {character.num_vertices} vertices, the template's "
                           f"{base_char.num_vertices}")
-    inst = instance_rest(character, template, fit)
+    inst = instance_rest(character, template, fit, report=report)
     nw = character.num_welded
     rest_w = np.zeros((nw, 3))
     rest_w[character.weld] = inst.vertices
