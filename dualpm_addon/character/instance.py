@@ -53,11 +53,11 @@ def texels(mesh, size: int = texture_mod.SIZE) -> texture_mod.TexelMap:
 
 def rest_shape(fit, template, mesh) -> np.ndarray:
     """(V, 3) the character's rest vertices on the fitted instance: each vertex carried by its
-    bones' scale and thickness maps, exactly as the fit carries the template's own vertices."""
-    from ..fitting import instance_rest_points
+    bones' scale and thickness maps, as the fit carries the template's own vertices, and the
+    surface repaired where those maps make it cut itself (deform.instance_rest)."""
+    from .deform import instance_rest
 
-    return instance_rest_points(template.skeleton, mesh.vertices, mesh.skin_joints, mesh.skin_weights,
-                                fit.global_scale, fit.bone_scales, instance=fit.rest_skeleton, thickness=fit.thickness)
+    return np.asarray(instance_rest(mesh, template, fit).vertices, dtype=np.float64)
 
 
 def pose(fit, rest: np.ndarray, mesh) -> np.ndarray:
