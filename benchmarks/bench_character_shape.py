@@ -84,10 +84,10 @@ def reconstruct(maps: dict, sample: dict, exact: bool):
 
 def measure(rec, sample: dict, truth: np.ndarray, scale: float, levels: int = 1, quality_check: bool = True) -> dict:
     from dualpm_addon import metrics
-    from dualpm_addon.character import deform, load_character, quality
+    from dualpm_addon.character import deform, load_character, quality, repair
 
     char = load_character(rec.template, levels=levels)
-    before = deform.instance_rest(char, rec.template, rec.fit)
+    before = repair.instance_rest(char, rec.template, rec.fit)
     report_ = {}
     w0, c0 = time.perf_counter(), time.process_time()
     after = deform.build(rec, character=char, report=report_)

@@ -7,7 +7,7 @@ import pytest
 
 from dualpm_addon import metrics, pipeline
 from dualpm_addon import template as template_mod
-from dualpm_addon.character import deform, load_character, quality
+from dualpm_addon.character import deform, load_character, operators, quality, repair
 from dualpm_addon.errors import DualPMError
 
 
@@ -51,7 +51,7 @@ def test_deformed_wolf_is_closer_to_the_true_wolf(templates_dir, wolf):
     sample, rec = wolf
     report = {}
     shaped = deform.build(rec, report=report)
-    before = deform.instance_rest(load_character(rec.template), rec.template, rec.fit)
+    before = repair.instance_rest(load_character(rec.template), rec.template, rec.fit)
     tv, tf = _true_surface(templates_dir, sample)
     truth = metrics.surface_samples(tv, tf, 20000, seed=1)
     c_before = metrics.chamfer_cm(metrics.surface_samples(deform.posed(before, rec.fit), before.faces, 20000), truth)
@@ -76,7 +76,7 @@ def test_deformed_mesh_stays_clean_and_animatable(wolf):
     w = shaped.welded_vertices()
     assert np.abs(w[shaped.weld] - shaped.vertices).max() < 1e-9
     assert quality.is_closed_manifold(shaped.welded_faces)
-    before = deform.instance_rest(base, rec.template, rec.fit)
+    before = repair.instance_rest(base, rec.template, rec.fit)
     n_before = quality.self_intersections(before.welded_vertices(), before.welded_faces)
     assert quality.self_intersections(w, shaped.welded_faces) <= n_before
     # No per-vertex noise: the displacement is smooth (its one-ring average explains it).
@@ -98,7 +98,7 @@ def test_hidden_side_follows_its_twin(wolf):
     sub = {k: np.asarray(v)[left] for k, v in pts.items()}
     shaped = deform.deform(char, rec.template, rec.fit, sub["P_observed"], sub["Q"], rec.point_skin_joints[left],
                            rec.point_skin_weights[left], rec.point_matched[left])
-    before = deform.instance_rest(char, rec.template, rec.fit)
+    before = repair.instance_rest(char, rec.template, rec.fit)
     d = shaped.vertices - before.vertices
     side = char.canonical[:, 0]
     big = (side > 0.05) & (np.linalg.norm(d, axis=1) > 0.01)
@@ -114,7 +114,7 @@ def test_no_evidence_leaves_the_instance_rest(wolf):
     _, rec = wolf
     char = load_character(rec.template)
     shaped = deform.deform(char, rec.template, rec.fit)
-    before = deform.instance_rest(char, rec.template, rec.fit)
+    before = repair.instance_rest(char, rec.template, rec.fit)
     assert np.abs(shaped.vertices - before.vertices).max() < 1e-9
 
 
@@ -155,7 +155,7 @@ def test_an_animal_cut_by_the_frame_is_not_pulled_to_the_frame(wolf):
 
 def test_solver_is_built_once_per_template(wolf):
     _, rec = wolf
-    assert deform.solver(rec.template) is deform.solver(rec.template)
+    assert operators.solver(rec.template) is operators.solver(rec.template)
 
 
 def _scaled_fit(template, bone_scales: dict, part_thickness: dict, global_scale: float = 0.9):
@@ -188,11 +188,11 @@ def test_instance_rest_of_strongly_scaled_parts_does_not_cut_itself(scales, thic
     t = template_mod.load_default()
     char = load_character(t)
     fit = _scaled_fit(t, scales, thickness)
-    plain = deform.instance_rest(char, t, fit, repair_rounds=0)
+    plain = repair.instance_rest(char, t, fit, repair_rounds=0)
     n_plain = quality.self_intersections(plain.welded_vertices(), plain.welded_faces)
     assert n_plain > 20  # the per-bone maps alone fold these parts into each other
     report = {}
-    rest = deform.instance_rest(char, t, fit, report=report)
+    rest = repair.instance_rest(char, t, fit, report=report)
     assert quality.self_intersections(rest.welded_vertices(), rest.welded_faces) == 0  # exact search
     assert quality.is_closed_manifold(rest.welded_faces)
     # The repair is local: most of the surface keeps the fit's map exactly, and nothing moves far.
@@ -206,6 +206,6 @@ def test_instance_rest_of_a_clean_instance_is_the_fits_map():
     t = template_mod.load_default()
     char = load_character(t)
     fit = _scaled_fit(t, {"Neck": 1.2, "FrontUpperLeg": 1.1}, {"trunk": 1.1})
-    plain = deform.instance_rest(char, t, fit, repair_rounds=0)
+    plain = repair.instance_rest(char, t, fit, repair_rounds=0)
     assert quality.self_intersections(plain.welded_vertices(), plain.welded_faces) == 0
-    assert np.array_equal(deform.instance_rest(char, t, fit).vertices, plain.vertices)
+    assert np.array_equal(repair.instance_rest(char, t, fit).vertices, plain.vertices)

@@ -31,9 +31,10 @@ diag(-1, 1, 1)) letting a hidden side follow its visible twin, and the last tyin
 of a thin part (an ear, the tail over the rump) so it moves as one. Targets never push a vertex
 in by more than a share of its part's thickness nor out by more than a share of the gap in
 front of it (`clearance`). The silhouette and surface targets are refreshed for a few rounds.
-Last, `untangle` halves the displacement wherever the surface would cut itself where the
-undeformed one did not. What depends on the template alone (Laplacian, mirror and facing
-operators, Loop map, canonical search tree, edges) is built once per template (`solver`).
+Last, `untangle` (repair.py) halves the displacement wherever the surface would cut itself where
+the undeformed one did not. What depends on the template alone (Laplacian, mirror and facing
+operators, Loop map, canonical search tree, edges) is built once per template
+(operators.solver).
 """
 
 from __future__ import annotations
@@ -50,14 +51,10 @@ from .. import camera, silhouette
 from ..errors import DualPMError
 from ..fitting import instance_rest_points
 from ..skinning import linear_blend_skinning
-from . import quality, subdivide
 from .mesh import CharacterMesh, topology_and_mesh
+from .operators import Solver, solver, vertex_normals
+from .repair import instance_rest, untangle
 
-ACROSS_RADIUS = 0.03  # body lengths: facing surfaces nearer than this move together
-REPAIR_NEIGHBOURS = 32  # faces tested per edge in the repair's crossing search (quality.candidates)
-REST_REPAIR_ROUNDS = 8  # rounds of untangling the fit's instance rest shape (instance_rest)
-SPREAD_RADIUS = 0.1  # body lengths: reach of Solver.spread, the instance repair's smoothing in space
-SPREAD_STEPS = 3  # times the instance repair applies Solver.spread
 
 
 @dataclass
@@ -84,107 +81,6 @@ class DeformOptions:
     clearance: float = 0.4  # a target moves a vertex at most this share of its thickness in, of its gap out
 
 
-@dataclass(frozen=True)
-class Solver:
-    """What depends on the template alone: base Laplacian energy, mirror operator, Loop map,
-    the canonical tree of the fine welded vertices."""
-
-    bending: sp.csr_matrix  # (B, B) L^T M^-1 L on the base canonical mesh (body length 1)
-    mirror_x: sp.csr_matrix  # (B, B) (I + P)^T (I + P): x of a twin is minus x
-    mirror_yz: sp.csr_matrix  # (B, B) (I - P)^T (I - P)
-    subdivision: sp.csr_matrix  # (W, B)
-    tree: cKDTree  # fine welded canonical positions
-    fine_canonical: np.ndarray
-    body_length: float
-    across: sp.csr_matrix  # (B, B) coupling of facing surfaces a short way apart (thin parts, gaps)
-    edges: np.ndarray  # (E, 2) the fine welded mesh's edges
-    ring2: sp.csr_matrix  # (W, W) two-ring neighbourhood (with the vertex itself)
-    repair_pairs: tuple  # (edge index, face index): the edge-face pairs untangle tests
-    spread: sp.csr_matrix  # (W, W) Gaussian mean over canonical neighbours within SPREAD_RADIUS
-
-
-def cotangent_laplacian(vertices: np.ndarray, faces: np.ndarray):
-    """(C (V, V) symmetric, negative semi-definite cotangent matrix, areas (V,) barycentric)."""
-    v, f = np.asarray(vertices, np.float64), np.asarray(faces, np.int64)
-    n = len(v)
-    rows, cols, vals = [], [], []
-    area = np.zeros(n)
-    tri = v[f]
-    dbl = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    for k in range(3):
-        i, j, o = f[:, (k + 1) % 3], f[:, (k + 2) % 3], f[:, k]
-        a, b = v[i] - v[o], v[j] - v[o]
-        cot = np.einsum("ij,ij->i", a, b) / np.maximum(dbl, 1e-12)
-        rows += [i, j]
-        cols += [j, i]
-        vals += [0.5 * cot, 0.5 * cot]
-        np.add.at(area, o, dbl / 6.0)
-    c = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    c = c - sp.diags(np.asarray(c.sum(axis=1)).ravel())
-    return c.tocsr(), area
-
-
-_SOLVERS: dict = {}
-
-
-def solver(template, levels: int | None = None) -> Solver:
-    """The template's Solver, built once (~10 ms) and kept per template object."""
-    from .mesh import LEVELS
-
-    levels = LEVELS if levels is None else levels
-    key = (id(template), levels)
-    hit = _SOLVERS.get(key)
-    if hit is not None and hit[0] is template:
-        return hit[1]
-    topo, mesh = topology_and_mesh(template, levels)
-    blen = float(np.ptp(topo.base_canonical[:, 1]))
-    c, area = cotangent_laplacian(topo.base_canonical / blen, topo.base_faces)
-    bending = (c.T @ sp.diags(1.0 / np.maximum(area, 1e-12)) @ c).tocsr()
-    b = len(topo.base_vertices)
-    p = sp.csr_matrix((np.ones(b), (np.arange(b), topo.base_mirror)), shape=(b, b))
-    eye = sp.identity(b, format="csr")
-    edges = subdivide.edges(topo.fine_faces)[0]
-    nf = mesh.num_welded
-    fine_can = np.zeros((nf, 3))
-    fine_can[mesh.weld] = mesh.canonical
-    ring = sp.csr_matrix((np.ones(2 * len(edges)), (edges.ravel(), edges[:, ::-1].ravel())), shape=(nf, nf))
-    ring = ring + sp.identity(nf, format="csr")
-    # Facing pairs: fine vertices a short way apart whose normals point at each other's side
-    # (the two faces of an ear, the tail over the rump). Their displacements are tied together,
-    # so a thin part moves as one and never folds through itself or into its neighbour.
-    fine_faces = topo.fine_faces
-    normals = _vertex_normals(fine_can, fine_faces)
-    pairs = cKDTree(fine_can).query_pairs(ACROSS_RADIUS * blen, output_type="ndarray")
-    geodesic = (ring @ ring @ ring)[pairs[:, 0], pairs[:, 1]].A1 > 0  # three rings: neighbours anyway
-    facing = np.einsum("ij,ij->i", normals[pairs[:, 0]], normals[pairs[:, 1]]) < -0.5
-    pairs = pairs[facing & ~geodesic]
-    dmat = sp.csr_matrix((np.r_[np.ones(len(pairs)), -np.ones(len(pairs))],
-                          (np.r_[np.arange(len(pairs)), np.arange(len(pairs))], np.r_[pairs[:, 0], pairs[:, 1]])),
-                         shape=(len(pairs), nf)) @ topo.subdivision
-    across = (dmat.T @ dmat).tocsr() / max(len(pairs), 1) * b
-    s = Solver(bending=bending, across=across, mirror_x=((eye + p).T @ (eye + p)).tocsr(),
-               mirror_yz=((eye - p).T @ (eye - p)).tocsr(), subdivision=topo.subdivision,
-               tree=cKDTree(fine_can), fine_canonical=fine_can, body_length=blen, edges=edges,
-               ring2=(ring @ ring).tocsr(),
-               repair_pairs=quality.candidates(fine_can, fine_faces, edges, REPAIR_NEIGHBOURS),
-               spread=spread_operator(fine_can, SPREAD_RADIUS * blen))
-    if len(_SOLVERS) >= 4:  # as mesh._CACHE: a few templates and densities, never growing
-        _SOLVERS.pop(next(iter(_SOLVERS)))
-    _SOLVERS[key] = (template, s)
-    return s
-
-
-def spread_operator(points: np.ndarray, radius: float) -> sp.csr_matrix:
-    """(N, N) row-stochastic Gaussian mean (sigma radius / 2) over the points within `radius` in
-    space, whatever the surface between them: a field it averages moves nearby sheets alike."""
-    tree = cKDTree(points)
-    d = tree.sparse_distance_matrix(tree, radius, output_type="coo_matrix")
-    n = len(points)
-    w = sp.csr_matrix((np.exp(-2.0 * (d.data / radius) ** 2), (d.row, d.col)), shape=(n, n))
-    w = w + sp.identity(n, format="csr")  # the point itself (zero distances are not stored)
-    return (sp.diags(1.0 / np.asarray(w.sum(axis=1)).ravel()) @ w).tocsr()
-
-
 # -- poses ---------------------------------------------------------------------------------------
 
 def skinning_transforms(fit, skin_joints: np.ndarray, skin_weights: np.ndarray) -> np.ndarray:
@@ -205,48 +101,6 @@ def posed(character: CharacterMesh, fit) -> np.ndarray:
                               fit.rest_skeleton.skinning_matrices(g))
     m = np.asarray(fit.model_to_camera, np.float64)
     return v @ m[:3, :3].T + m[:3, 3]
-
-
-def spread(sol: Solver, field: np.ndarray) -> np.ndarray:
-    """(W, 3) a fine welded field averaged in space (Solver.spread, SPREAD_STEPS times)."""
-    for _ in range(SPREAD_STEPS):
-        field = sol.spread @ field
-    return field
-
-
-def instance_rest(character: CharacterMesh, template, fit, repair_rounds: int | None = None,
-                  report: dict | None = None) -> CharacterMesh:
-    """The template's character carried onto the fit's instance rest shape (bone scales,
-    thickness), undeformed: the 'before' of the shape solve.
-
-    The fit's per-bone maps move parts against each other: a tail chain shortened by its scales
-    swings its hanging part into the rump it lies 1 % of the body length behind, hip bones
-    shortened bring the thighs through each other. No per-point map can know that (the fit
-    applies it to lone cloud points), so the surface is repaired here: `untangle` with the
-    template under the global scale alone (clean, as the template is) as the undeformed surface
-    and the bone scales' and thickness' move from it as the displacement; where the instance
-    would cut itself, each vertex's move goes halfway, round by round, to the move averaged in
-    space (`spread`: sheets near each other, the tail and the rump, the two thighs, then move
-    alike) until it does not. The fit's lone points keep the plain map (pipeline, fitting)."""
-    rest = instance_rest_points(template.skeleton, character.vertices, character.skin_joints,
-                                character.skin_weights, fit.global_scale, fit.bone_scales,
-                                instance=fit.rest_skeleton, thickness=fit.thickness)
-    repair_rounds = REST_REPAIR_ROUNDS if repair_rounds is None else int(repair_rounds)
-    if repair_rounds > 0:
-        sol = solver(template, character.levels)
-        if len(sol.fine_canonical) == character.num_welded:
-            nw = character.num_welded
-            ref, cur = np.zeros((nw, 3)), np.zeros((nw, 3))
-            ref[character.weld] = float(fit.global_scale) * np.asarray(character.vertices, np.float64)
-            cur[character.weld] = rest
-            faces = character.welded_faces
-            move = cur - ref
-            disp, figures = untangle(ref, move, faces, sol, repair_rounds, toward=spread(sol, move))
-            if report is not None:
-                report["rest_repair"] = figures
-            if figures["vertices_held"]:
-                rest = (ref + disp)[character.weld]
-    return character.with_vertices(rest)
 
 
 # -- evidence ------------------------------------------------------------------------------------
@@ -312,7 +166,7 @@ def surface_targets(rest: np.ndarray, faces: np.ndarray, canonical: np.ndarray, 
     found &= np.linalg.norm(q[jj] - canonical[:, None, :], axis=2) < options.icp_q_radius * blen
     cnt = found.sum(axis=1)
     mean = np.einsum("vk,vkc->vc", found.astype(np.float64), r[jj]) / np.maximum(cnt, 1)[:, None]
-    n = _vertex_normals(rest, faces)
+    n = vertex_normals(rest, faces)
     move = n * np.einsum("ij,ij->i", mean - rest, n)[:, None]
     weight = np.where(cnt > 0, options.icp * np.minimum(cnt / k, 1.0), 0.0)
     return np.where(cnt[:, None] > 0, move, 0.0), weight
@@ -347,22 +201,13 @@ def mask_frame(mask: np.ndarray, intrinsics: np.ndarray, size: int):
     return out, k, known_v[:, None] & known_u[None, :]
 
 
-def _vertex_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    tri = v[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
-
-
 def clearance(rest: np.ndarray, faces: np.ndarray, neighbours: int = 24):
     """(inner (W,), outer (W,)) per welded vertex: the distance to the nearest vertex facing the
     other way (normals more than 120 degrees apart) behind it (the part's own thickness: an ear,
     a leg) and in front of it (the gap to another part: the tail over the rump). A move inward
     of more than the thickness folds the part through itself; one outward of more than the gap
     pushes it into its neighbour."""
-    n = _vertex_normals(rest, faces)
+    n = vertex_normals(rest, faces)
     k = min(neighbours, len(rest))
     d, j = cKDTree(rest).query(rest, k=k)
     opposite = np.einsum("ic,ikc->ik", n, n[j]) < -0.5
@@ -394,7 +239,7 @@ def silhouette_targets(cam: np.ndarray, faces: np.ndarray, transforms: np.ndarra
     uv = camera.project(cam, k)
     # Outer rim: vertices seen edge-on that project onto the rendered outline (a rim inside the
     # silhouette, a leg against the body, has no outline of the mask to go to).
-    normal = _vertex_normals(cam, faces)
+    normal = vertex_normals(cam, faces)
     view = cam / np.maximum(np.linalg.norm(cam, axis=1, keepdims=True), 1e-12)
     edge_on = np.abs(np.einsum("ij,ij->i", normal, view)) < 0.35
     ring = silhouette.outline(cover, width=2)
@@ -420,68 +265,6 @@ def silhouette_targets(cam: np.ndarray, faces: np.ndarray, transforms: np.ndarra
     d_rest = np.linalg.solve(transforms[:, :, :3], d_cam[..., None])[..., 0]
     weight = np.where(rim, options.silhouette, 0.0)
     return np.where(rim[:, None], d_rest, 0.0), weight
-
-
-def untangle(rest: np.ndarray, disp: np.ndarray, faces: np.ndarray, sol: Solver, rounds: int,
-             toward: np.ndarray | None = None):
-    """(displacement, figures): the displacement halved, round by round, on the two-ring of every
-    edge and face that cross where the undeformed surface `rest` did not, until none do (or
-    `rounds` ran out). Every edge is tested against the faces nearest it in canonical space
-    (quality.candidates, found once per template), on the deformed surface, and, once clean,
-    on the repaired surface itself; a round retests only the pairs whose vertices it moved.
-    Testing only edges near vertices that moved missed crossings. A crossing `rest` already has
-    is left alone. `toward` (W, 3): what a held vertex's displacement moves to (zero, unless
-    given: instance_rest gives the displacement averaged in space)."""
-    e = sol.edges
-    figures = {"new_crossings_per_round": []}
-    toward = np.zeros_like(disp) if toward is None else np.asarray(toward, np.float64)
-
-    def held(keep):  # the displacement with the held share of each vertex's moved to `toward`
-        return keep[:, None] * disp + (1.0 - keep[:, None]) * toward
-
-    # Pairs near in canonical space (once per template) and near on the deformed surface.
-    nf = len(faces)
-    extra = quality.candidates(rest + disp, faces, e, REPAIR_NEIGHBOURS // 2)
-    key = np.unique(np.concatenate([sol.repair_pairs[0] * nf + sol.repair_pairs[1], extra[0] * nf + extra[1]]))
-    ei, fi = key // nf, key % nf
-    known = quality.hits(rest, faces, e, ei, fi)  # the undeformed surface's own
-    keep = np.ones(len(rest))
-    bad = quality.hits(rest + disp, faces, e, ei, fi) & ~known
-    checked = False
-    for r in range(int(rounds) + 1):
-        if not bad.any() and not checked:
-            # Clean among the pairs searched so far: search once more on the repaired surface
-            # itself (a held region's new edge can meet faces that were not near before).
-            checked = True
-            cur = rest + held(keep)
-            more = quality.candidates(cur, faces, e, REPAIR_NEIGHBOURS // 2)
-            new_key = np.setdiff1d(more[0] * nf + more[1], key)
-            if len(new_key):
-                key = np.concatenate([key, new_key])
-                ei, fi = key // nf, key % nf
-                add_known = quality.hits(rest, faces, e, new_key // nf, new_key % nf)
-                add_bad = quality.hits(cur, faces, e, new_key // nf, new_key % nf) & ~add_known
-                known, bad = np.concatenate([known, add_known]), np.concatenate([bad, add_bad])
-        figures["new_crossings_per_round"].append(int(bad.sum()))
-        if not bad.any() or r == rounds:
-            break
-        checked = False
-        mark = np.zeros(len(rest))
-        mark[e[ei[bad]].ravel()] = 1
-        mark[faces[fi[bad]].ravel()] = 1
-        # Halved on the two-ring, a quarter less on the two-ring around that: a softer edge to
-        # the held region than a step, which made new crossings of its own.
-        core = sol.ring2 @ mark > 0
-        shell = (sol.ring2 @ core.astype(np.float64) > 0) & ~core
-        keep[core] *= 0.5
-        keep[shell] *= 0.75
-        # Only pairs with a vertex that moved can change: test those again.
-        moved = core | shell
-        again = np.nonzero(moved[e].any(axis=1)[ei] | moved[faces].any(axis=1)[fi])[0]
-        bad[again] = quality.hits(rest + held(keep), faces, e, ei[again], fi[again]) & ~known[again]
-    figures["vertices_held"] = int(np.sum(keep < 1))
-    figures["crossings_left"] = int(bad.sum())
-    return held(keep), figures
 
 
 # -- the solve -----------------------------------------------------------------------------------
@@ -558,7 +341,7 @@ def deform(character: CharacterMesh, template, fit, points_cam: np.ndarray | Non
     report["silhouette"] = frame is not None
     transforms = skinning_transforms(fit, w_sj, w_sw)
     inner, outer = clearance(rest_w, faces)
-    normals = _vertex_normals(rest_w, faces)
+    normals = vertex_normals(rest_w, faces)
 
     def clamp(t):
         return clamp_normal(t, normals, inner, outer, options.clearance) if options.clearance > 0 else t

@@ -54,8 +54,8 @@ def texels(mesh, size: int = texture_mod.SIZE) -> texture_mod.TexelMap:
 def rest_shape(fit, template, mesh) -> np.ndarray:
     """(V, 3) the character's rest vertices on the fitted instance: each vertex carried by its
     bones' scale and thickness maps, as the fit carries the template's own vertices, and the
-    surface repaired where those maps make it cut itself (deform.instance_rest)."""
-    from .deform import instance_rest
+    surface repaired where those maps make it cut itself (repair.instance_rest)."""
+    from .repair import instance_rest
 
     return np.asarray(instance_rest(mesh, template, fit).vertices, dtype=np.float64)
 
