@@ -26,6 +26,7 @@ LEG_TOP = {"FF.L": "FrontUpperLeg.L", "FF.R": "FrontUpperLeg.R", "FFB.L": "BackU
            "FFB.R": "BackUpperLeg.R"}
 BOUNDARY = 2  # fixed frames before a window: what an acceleration row needs
 CONTACT_SMOOTHING_S = 0.06  # seconds: the Gaussian that low-passes the tracked feet before detection
+CONTACT_SPEED_TOL = 1.5  # leg lengths per second: a planted foot of the tracked clip moves slower (docs/video.md)
 
 
 def foot_joints(sk) -> np.ndarray:
@@ -62,7 +63,7 @@ def detect(model, xs: np.ndarray, tracked: np.ndarray, fps: float) -> np.ndarray
         pos = gaussian_filter1d(pos, CONTACT_SMOOTHING_S * fps, axis=0, mode="nearest")
     up = np.mean([params.model_to_camera(xs[t])[:3, 2] for t in seen], axis=0)
     up /= max(np.linalg.norm(up), 1e-12)
-    out[lo:hi] = detect_contacts(pos, up, leg_length(model, xs[seen[0]]), fps)
+    out[lo:hi] = detect_contacts(pos, up, leg_length(model, xs[seen[0]]), fps, speed_tol=CONTACT_SPEED_TOL)
     out[~tracked] = False
     return out
 
