@@ -165,13 +165,18 @@ def _visible(p: np.ndarray, vertices_cam: np.ndarray, faces: np.ndarray, k: np.n
     return inside & (p[:, 2] <= d + tol)
 
 
+def _towards_camera(normal: np.ndarray, ray: np.ndarray) -> np.ndarray:
+    """(N, 3) unit normals turned to face the camera (a texel's ray from it is `ray`)."""
+    n = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    return np.where((np.sum(n * ray, axis=1) > 0)[:, None], -n, n)
+
+
 def _shading(colour: np.ndarray, normal: np.ndarray, ray: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """(N,) the photo's shading at seen texels, mean 1: log luminance fitted (weighted least
     squares, one robust reweighting) by a first-order function of the camera-space normal (the
     low-frequency light a sun and a sky cast on a convex body); albedo varies too fast over a
     coat to be explained by the normal alone."""
-    n = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-    n = np.where((np.sum(n * ray, axis=1) > 0)[:, None], -n, n)  # towards the camera
+    n = _towards_camera(normal, ray)
     y = np.log(np.maximum(colour @ np.array([0.2126, 0.7152, 0.0722]), 1e-4))
     basis = np.concatenate([np.ones((len(n), 1)), n], axis=1)
     w = np.asarray(weight, dtype=np.float64).copy()
@@ -208,9 +213,7 @@ def _delight(own, seen, n, ray, w_own, p, pixel, size, v, faces, mode: str) -> d
     if mode == "first-order":
         own[idx] /= _shading(own[idx], n[idx], ray[idx], w_own[idx])[:, None]
         return {"mode": mode, "applied": True, "seconds": round(time.perf_counter() - t0, 4)}
-    nn = n[idx] / np.maximum(np.linalg.norm(n[idx], axis=1, keepdims=True), 1e-12)
-    nn = np.where((np.sum(nn * ray[idx], axis=1) > 0)[:, None], -nn, nn)  # towards the camera
-    fit = light.estimate(own[idx], nn, w_own[idx], p[idx], pixel[idx], size, v, faces,
+    fit = light.estimate(own[idx], _towards_camera(n[idx], ray[idx]), w_own[idx], p[idx], pixel[idx], size, v, faces,
                          min_spread=AUTO_SPREAD if mode == "auto" else 0.0)
     if fit is None:
         return {"mode": mode, "applied": False, "note": "too few texels seen together to fit a light",

@@ -26,8 +26,7 @@ import numpy as np
 from .. import correspondence as corr
 from ..errors import DualPMError
 from ..rotations import matrix_from_axis_angle, matrix_to_quat, quat_to_axis_angle
-from . import hypotheses, solver, terms
-from . import trust
+from . import hypotheses, solver, terms, trust
 from .blas import single_threaded_blas
 from .chain import BoundPoints
 from .fit import FitOptions, finish, point_terms, run_solver, setup

@@ -2,10 +2,10 @@
 variance read off the evidence itself.
 
 The 3D term's default weight (PhotoOptions.points3d_weight) is set for the shipped predictor,
-whose P lies a twentieth to a tenth of a body length from any rig (median over its points): there the photo's outline and the
-reprojected Q must lead. A better predictor's P (exact maps, in the limit) agrees with a rig to
-a centimetre or two, and then the outline (a horse template's outline on another species, at
-160 pixels) should not outvote it. The 3D fit that starts the photo fit says which case a map
+whose P lies a twentieth to a tenth of a body length from any rig (median over its points):
+there the photo's outline and the reprojected Q must lead. A better predictor's P (exact maps,
+in the limit) agrees with a rig to a centimetre or two, and then the outline (a horse
+template's outline on another species, at 160 pixels) should not outvote it. The 3D fit that starts the photo fit says which case a map
 is: the median distance of its points from their posed Q. Weight grows as that spread's inverse
 square below a reference spread, and is capped; no map gets less trust than the default.
 """

@@ -28,6 +28,7 @@ from ..errors import DualPMError
 from ..fitting import FitOptions, PhotoOptions
 from ..fitting.blas import single_threaded_blas
 from ..fitting.rig import instance_rest_points, scaled_rest_skeleton
+from ..fitting.terms.projection import focal_scaled
 from . import params
 from .frame import FrameBudget
 
@@ -382,7 +383,8 @@ def _result(model, template, tr, xs, bridged, contacts, options: ClipOptions) ->
     rot = np.stack([params.local_quaternions(model, x) for x in xs])
     m2c = np.stack([params.model_to_camera(x) for x in xs])
     joints = np.stack([params.joints_camera(model, x) for x in xs])
-    focal = float(np.exp(model.log_focal(x0)))
+    log_focal = model.log_focal(x0)
+    focal = float(np.exp(log_focal))
     ref = next(f for f in tr.frames if f is not None)
     k_ref = ref.photo_intrinsics(focal)
     ks = np.stack([f.photo_intrinsics(focal) if f is not None else k_ref for f in tr.frames])
@@ -392,9 +394,7 @@ def _result(model, template, tr, xs, bridged, contacts, options: ClipOptions) ->
             continue
         g = rest.forward_kinematics(rot[t])
         v = linear_blend_skinning(rest_v, template.skin_joints, template.skin_weights, rest.skinning_matrices(g))
-        k = f.k_crop.copy()
-        k[0, 0] *= focal
-        k[1, 1] *= focal
+        k = focal_scaled(f.k_crop, log_focal)
         iou[t] = metrics.rig_iou(v @ m2c[t, :3, :3].T + m2c[t, :3, 3], template.faces, k, f.mask)
     h, w = ref.photo_size
     return ClipFit(

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import metrics
 from ..fitting import solver
+from ..fitting.terms.projection import focal_scaled
 from ..rotations import quat_from_axis_angle, quat_slerp, quat_to_axis_angle
 from . import params, stacked
 from .frame import Frame, frame_terms
@@ -61,10 +62,7 @@ def grid_iou(model, frame: Frame, x, shape) -> float:
     rm = model.bones(x)[0]
     g = rest.forward_kinematics(params.local_quaternions(model, x))
     v = linear_blend_skinning(verts, template.skin_joints, template.skin_weights, rest.skinning_matrices(g))
-    k = frame.k_crop.copy()
-    f = np.exp(model.log_focal(x))
-    k[0, 0] *= f
-    k[1, 1] *= f
+    k = focal_scaled(frame.k_crop, model.log_focal(x))
     return metrics.rig_iou(v @ rm.T + x[3:6], template.faces, k, frame.mask)
 
 
