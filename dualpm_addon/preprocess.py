@@ -235,31 +235,30 @@ def find_animal(predictor, rgb: np.ndarray, source: str = "the photo", min_confi
     return square_box(grid_bbox_to_photo(blob, lb)), seen
 
 
-def _interp_matrix(n_out: int, start: float, step: float, n_in: int) -> np.ndarray:
-    """(n_out, n_in) weights of linear interpolation: output pixel i's centre lies at input
-    coordinate (i + 0.5 - start) / step; zero outside the input's extent."""
+def _interp_weights(n_out: int, start: float, step: float, n_in: int):
+    """Linear interpolation along one axis, as (lo, hi, w_lo, w_hi): output pixel i's centre lies
+    at input coordinate (i + 0.5 - start) / step, and its value is w_lo[i] v[lo[i]] + w_hi[i]
+    v[hi[i]]; both weights are zero outside the input's extent."""
     u = (np.arange(n_out) + 0.5 - start) / step - 0.5
     inside = (u >= -0.5) & (u <= n_in - 0.5)
     u = np.clip(u, 0.0, n_in - 1.0)
     lo = np.floor(u).astype(int)
     hi = np.minimum(lo + 1, n_in - 1)
     frac = u - lo
-    m = np.zeros((n_out, n_in), np.float64)
-    rows = np.arange(n_out)
-    np.add.at(m, (rows, lo), (1.0 - frac) * inside)
-    np.add.at(m, (rows, hi), frac * inside)
-    return m
+    return lo, hi, (1.0 - frac) * inside, frac * inside
 
 
 def grid_to_photo(values: np.ndarray, box, photo_size) -> np.ndarray:
     """(H, W) float: a map on the grid that covers `box`, interpolated bilinearly onto the photo's
-    pixels (0 where the box does not reach)."""
+    pixels (0 where the box does not reach). Separable, two taps per axis: a dense interpolation
+    matrix product cost a video's inference more CPU than the predictor did (docs/video.md)."""
     h, w = (int(v) for v in photo_size)
     values = np.asarray(values, np.float64)
     x0, y0, x1, y1 = (float(v) for v in box)
-    rows = _interp_matrix(h, y0, (y1 - y0) / values.shape[0], values.shape[0])
-    cols = _interp_matrix(w, x0, (x1 - x0) / values.shape[1], values.shape[1])
-    return rows @ values @ cols.T
+    lo, hi, wl, wh = _interp_weights(h, y0, (y1 - y0) / values.shape[0], values.shape[0])
+    rows = values[lo] * wl[:, None] + values[hi] * wh[:, None]
+    lo, hi, wl, wh = _interp_weights(w, x0, (x1 - x0) / values.shape[1], values.shape[1])
+    return rows[:, lo] * wl + rows[:, hi] * wh
 
 
 def agreement(region: np.ndarray, seen: np.ndarray) -> float:
