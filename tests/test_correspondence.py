@@ -63,6 +63,21 @@ def test_far_and_non_finite_points_are_rejected(horse, index):
     assert corr.match(index, far, max_distance=5.0).valid.all()
 
 
+@pytest.mark.parametrize("k", [1, 4])
+def test_without_far_skin_valid_points_match_the_same(horse, index, k):
+    q, _ = surface_samples(horse, 300, seed=3)
+    rng = np.random.default_rng(3)
+    q = q + rng.normal(0, 0.05, q.shape)  # a predictor's Q: some near the surface, some off it
+    q[:5] = np.nan
+    a = corr.match(index, q, k=k)
+    b = corr.match(index, q, k=k, skin_far=False)
+    assert 0 < (~a.valid).sum() < len(q) and np.array_equal(a.valid, b.valid)
+    v = a.valid
+    assert np.array_equal(a.skin_joints[v], b.skin_joints[v]) and np.array_equal(a.skin_weights[v], b.skin_weights[v])
+    assert np.array_equal(a.distance[v], b.distance[v])
+    assert np.all(b.skin_joints[~v, 0] == 0) and np.all(b.skin_weights[~v, 0] == 1) and np.isinf(b.distance[~v]).all()
+
+
 def test_other_species_land_near_the_reference_surface(index, templates_dir):
     # Q of every species is the horse's canonical space: their points land on its surface, but
     # for parts the horse lacks (the bull's horns: 10 % of its vertices are rejected).

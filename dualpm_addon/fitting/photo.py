@@ -105,7 +105,7 @@ def _visible(points: dict, ctx: FitContext, options: PhotoOptions, rng):
     layer = np.asarray(points.get("layer", np.zeros(len(points["Q"]))))
     vis = np.nonzero(layer == 0)[0]
     q = np.asarray(points["Q"], dtype=np.float64)[vis]
-    m = corr.match(ctx.index, q, k=options.fit.k_nearest)
+    m = corr.match(ctx.index, q, k=options.fit.k_nearest, skin_far=False)
     ok = np.nonzero(m.valid)[0]
     if len(ok) < 10:
         return None

@@ -57,7 +57,7 @@ def match_subset(p, q, index, max_matched: int, rng, min_support: int, names, st
     sub = np.arange(n) if n <= max_matched else np.sort(rng.choice(n, max_matched, replace=False))
     # The nearest grid sample's weights (k=1) suffice to count support and group points by
     # bone; the solver's subset gets the k-nearest blend afterwards.
-    m = corr.match(index, q[sub], k=1)
+    m = corr.match(index, q[sub], k=1, skin_far=False)
     valid = np.nonzero(m.valid)[0]
     if len(valid) < 10:
         raise DualPMError(f"{stage}: only {len(valid)} of {len(sub)} points have Q within "

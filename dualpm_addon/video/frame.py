@@ -112,7 +112,7 @@ def visible_subset(points: dict, ctx, k_nearest: int, n: int, rng):
     if len(vis) > 3 * n:
         vis = np.sort(rng.choice(vis, 3 * n, replace=False))
     q = np.asarray(points["Q"], dtype=np.float64)[vis]
-    m = corr.match(ctx.index, q, k=k_nearest)
+    m = corr.match(ctx.index, q, k=k_nearest, skin_far=False)
     ok = np.nonzero(m.valid)[0]
     if len(ok) < 10:
         return None
