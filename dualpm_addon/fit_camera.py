@@ -99,6 +99,34 @@ def _linear_start(p: np.ndarray, uv: np.ndarray, k: np.ndarray, solve_focal: boo
     return np.array([stx / s, sty / s, tz]), float(s)
 
 
+def _residuals(x, p, uv, k, solve_f: bool) -> np.ndarray:
+    """Reprojection residuals (2N,) of the cloud moved by x[:3] (focal scale exp(x[3]))."""
+    kk = _scaled(k, np.exp(x[3])) if solve_f else k
+    q = p + x[:3]
+    q[:, 2] = np.maximum(q[:, 2], 1e-6)
+    return (_project(q, kk) - uv).ravel()
+
+
+def _jacobian(x, p, uv, k, solve_f: bool) -> np.ndarray:
+    """d _residuals / d x (2N, len(x)), analytic: finite differences cost least_squares one
+    residual evaluation per unknown and iteration."""
+    kk = _scaled(k, np.exp(x[3])) if solve_f else k
+    q = p + x[:3]
+    held = q[:, 2] < 1e-6  # clamped depth: the residual does not move with tz there
+    z = np.maximum(q[:, 2], 1e-6)
+    a, b = q[:, 0] / z, q[:, 1] / z
+    j = np.zeros((len(q), 2, len(x)))
+    j[:, 0, 0] = kk[0, 0] / z
+    j[:, 0, 1] = kk[0, 1] / z
+    j[:, 0, 2] = np.where(held, 0.0, -(kk[0, 0] * a + kk[0, 1] * b) / z)
+    j[:, 1, 1] = kk[1, 1] / z
+    j[:, 1, 2] = np.where(held, 0.0, -kk[1, 1] * b / z)
+    if solve_f:  # d uv / d log s: the projection's offset from the principal point
+        j[:, 0, 3] = kk[0, 0] * a + kk[0, 1] * b
+        j[:, 1, 3] = kk[1, 1] * b
+    return j.reshape(2 * len(q), len(x))
+
+
 def fit_camera(points: np.ndarray, pixels: np.ndarray, intrinsics: np.ndarray, solve_focal: bool = False,
                loss: str = "soft_l1", f_scale_px: float = 1.0, seed: int = 0) -> CameraFit:
     """Solve the cloud's translation (and the focal length when `solve_focal`).
@@ -136,15 +164,9 @@ def fit_camera(points: np.ndarray, pixels: np.ndarray, intrinsics: np.ndarray, s
     if np.min(depth + t0[2]) <= 1e-3 * np.mean(depth):
         t0, s0 = np.zeros(3), 1.0
 
-    def residuals(x):
-        kk = _scaled(k, np.exp(x[3])) if solve_f else k
-        q = p + x[:3]
-        q[:, 2] = np.maximum(q[:, 2], 1e-6)
-        return (_project(q, kk) - uv).ravel()
-
     x0 = np.concatenate([t0, [np.log(s0)]]) if solve_f else t0
-    sol = least_squares(residuals, x0, method="trf", loss=loss, f_scale=f_scale_px, x_scale="jac",
-                        max_nfev=50)
+    sol = least_squares(_residuals, x0, jac=_jacobian, args=(p, uv, k, solve_f), method="trf", loss=loss,
+                        f_scale=f_scale_px, x_scale="jac", max_nfev=50)
     x = sol.x
     t = x[:3]
     kk = _scaled(k, float(np.exp(x[3]))) if solve_f else k.copy()

@@ -69,3 +69,20 @@ def test_focal_of_a_flat_distant_cloud_is_not_observable():
 def test_bad_input_is_a_one_line_error(points, pixels, k, match):
     with pytest.raises(DualPMError, match=match):
         fit_camera(points, pixels, k)
+
+
+@pytest.mark.parametrize("solve_f", [False, True])
+def test_jacobian_matches_finite_differences(solve_f):
+    from dualpm_addon.fit_camera import _jacobian, _residuals
+
+    rng = np.random.default_rng(3)
+    p = rng.normal(0, 0.3, (40, 3)) + [0, 0, 3.0]
+    k = np.array([[300.0, 2.0, 80.0], [0, 310.0, 75.0], [0, 0, 1.0]])
+    uv = rng.uniform(0, 160, (40, 2))
+    x = np.array([0.1, -0.2, 0.4, 0.05]) if solve_f else np.array([0.1, -0.2, 0.4])
+    num = np.empty((80, len(x)))
+    for i in range(len(x)):
+        e = np.zeros(len(x))
+        e[i] = 1e-6
+        num[:, i] = (_residuals(x + e, p, uv, k, solve_f) - _residuals(x - e, p, uv, k, solve_f)) / 2e-6
+    assert np.allclose(_jacobian(x, p, uv, k, solve_f), num, rtol=1e-5, atol=1e-4)
