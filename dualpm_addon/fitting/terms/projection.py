@@ -37,7 +37,7 @@ def project(c: np.ndarray, k: np.ndarray, log_focal: float):
 def chain_rule(d_uv_dc: np.ndarray, d_uv_dlf: np.ndarray, jc: np.ndarray, model) -> np.ndarray:
     """(N, 2, columns) d uv / d x from d c / d x (N, 3, columns); the columns are all parameters,
     or the root's alone (rotation, translation, scale, focal) while model.root_only is set."""
-    j = np.einsum("nab,nbp->nap", d_uv_dc, jc)
+    j = np.matmul(d_uv_dc, jc)  # numpy's batched matmul: a third of einsum's time on these shapes
     col = (len(jc[0, 0]) - 1) if model.root_only else model.col_focal
     if model.photo:
         j[:, :, col] += d_uv_dlf
