@@ -93,9 +93,20 @@ def coupling_terms(model, blocks, contacts_in_window, options, body_length: floa
     return out
 
 
+SPLIT_MIN_WINDOWS = 4  # a tracked span of at least this many windows is swept in two halves
+SEAM_FRAMES = 8  # frames the window across the halves' seam re-solves
+
+
 def smooth(model, samples, tr, options, report, cancelled, exact: bool = False) -> np.ndarray:
     """Refine tr.x in place over windows; returns the contacts (T, K). exact: the maps are
-    ground truth (the lighter smoothing)."""
+    ground truth (the lighter smoothing).
+
+    A span of SPLIT_MIN_WINDOWS windows or more is swept in two halves from its middle, each half
+    starting from the tracked clip (the second half's boundary is the tracked frames before it),
+    then one window of SEAM_FRAMES frames across the seam, held by the halves' frames on both
+    sides. The halves run at once in two processes where that is allowed (forked.allowed), one
+    after the other elsewhere: the same result."""
+    from . import forked
     from .fit import _check
     from .track import bridge
 
@@ -108,29 +119,72 @@ def smooth(model, samples, tr, options, report, cancelled, exact: bool = False) 
     tr.x[:] = params.unwrap(model, tr.x)  # differences across frames must not see a 2 pi jump
     contacts = detect(model, tr.x, tr.tracked, options.fps)
     lo, hi = int(seen[0]), int(seen[-1]) + 1
-    pose = params.pose_columns(model)
-    npose = len(pose)
     body_length = float(np.exp(tr.x[lo, 6]) * model.ctx.template.body_length)
-    w, o = max(1, int(options.window)), max(0, int(options.overlap))
-    s = lo
-    while s < hi:
-        _check(cancelled)
-        a = lo if s == lo else max(lo, s - o)
-        b = min(hi, s + w)
-        fixed = list(range(max(lo, a - BOUNDARY), a))
-        blocks = [stacked.Block(tr.x[t], np.full(model.n_params, -1), []) for t in fixed]
+    w = max(1, int(options.window))
+    solve = _WindowSolver(model, tr, contacts, options, body_length, exact)
+    if hi - lo < SPLIT_MIN_WINDOWS * w:
+        solve.sweep(tr.x, lo, hi, lo, lambda f: (_check(cancelled), report("smooth", f)))
+        return contacts
+    mid = lo + (hi - lo) // 2
+    tracked = tr.x.copy()
+
+    def second():
+        x = tracked.copy()
+        solve.sweep(x, mid, hi, lo)
+        return x[mid:hi]
+
+    job = forked.Forked(second) if forked.allowed() else None
+    try:
+        solve.sweep(tr.x, lo, mid, lo, lambda f: (_check(cancelled), report("smooth", 0.9 * f * (mid - lo) / (hi - lo))))
+        tr.x[mid:hi] = job.result() if job is not None else second()
+    finally:
+        if job is not None:
+            job.kill()
+    _check(cancelled)
+    a, b = max(lo, mid - SEAM_FRAMES // 2), min(hi, mid + SEAM_FRAMES // 2)
+    solve.window(tr.x, a, b, list(range(max(lo, a - BOUNDARY), a)), list(range(b, min(hi, b + BOUNDARY))))
+    report("smooth", 1.0)
+    return contacts
+
+
+class _WindowSolver:
+    """The stacked solve of one window: its frames' pose from z, fixed frames around it."""
+
+    def __init__(self, model, tr, contacts, options, body_length: float, exact: bool):
+        self.model, self.tr, self.contacts, self.options = model, tr, contacts, options
+        self.body_length, self.exact = body_length, exact
+        self.pose = params.pose_columns(model)
+
+    def window(self, x: np.ndarray, a: int, b: int, before: list, after: list) -> None:
+        """Solve frames [a, b) of x in place, the frames `before` and `after` held."""
+        model, pose, npose = self.model, self.pose, len(self.pose)
+        held = np.full(model.n_params, -1)
+        blocks = [stacked.Block(x[t], held, []) for t in before]
         for i, t in enumerate(range(a, b)):
             zidx = np.full(model.n_params, -1)
             zidx[pose] = i * npose + np.arange(npose)
-            blocks.append(stacked.Block(tr.x[t], zidx, tr.terms[t] or []))
+            blocks.append(stacked.Block(x[t], zidx, self.tr.terms[t] or []))
+        blocks += [stacked.Block(x[t], held, []) for t in after]
         nz = (b - a) * npose
-        z0 = np.concatenate([tr.x[t][pose] for t in range(a, b)])
-        span = fixed + list(range(a, b))
-        coupling = coupling_terms(model, blocks, contacts[span], options, body_length, nz, exact)
+        z0 = np.concatenate([x[t][pose] for t in range(a, b)])
+        span = list(before) + list(range(a, b)) + list(after)
+        coupling = coupling_terms(model, blocks, self.contacts[span], self.options, self.body_length, nz, self.exact)
         with params.pose_only(model):
-            sol = stacked.solve(blocks, coupling, z0, options.window_iterations, options.photo.tol)
+            sol = stacked.solve(blocks, coupling, z0, self.options.window_iterations, self.options.photo.tol)
         for i, t in enumerate(range(a, b)):
-            tr.x[t] = blocks[len(fixed) + i].x(sol.z)
-        report("smooth", (b - lo) / (hi - lo))
-        s = b
-    return contacts
+            x[t] = blocks[len(before) + i].x(sol.z)
+
+    def sweep(self, x: np.ndarray, start: int, stop: int, lo: int, progress=None) -> None:
+        """Windows over [start, stop) of x in place, each re-solving the previous one's last
+        `overlap` frames, the BOUNDARY frames before each held (none before the span's start lo)."""
+        w, o = max(1, int(self.options.window)), max(0, int(self.options.overlap))
+        s = start
+        while s < stop:
+            if progress is not None:
+                progress((s - start) / max(stop - start, 1))
+            a = start if s == start else max(start, s - o)
+            b = min(stop, s + w)
+            self.window(x, a, b, list(range(max(lo, a - BOUNDARY), a)), [])
+            s = b
+        if progress is not None:
+            progress(1.0)

@@ -1,0 +1,89 @@
+"""One piece of the clip fit in a forked copy of this process, its result one array: the
+windowed solve runs its two halves at once on two cores (window.smooth).
+
+    job = Forked(lambda: sweep(...))    # the copy starts on what this process holds now
+    mine = sweep(...)                   # this process does its own share meanwhile
+    theirs = job.result()               # the copy's array (np.save bytes over a pipe)
+
+Where forking is not safe (fit_process.available: not Linux, or inside Blender's UI) or other
+threads run here (a fork copies only the calling one, and any lock another holds), `allowed()`
+is False and the caller does the work itself, in the same order: the result is the same.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+
+import numpy as np
+
+from ..errors import DualPMError
+
+
+def allowed() -> bool:
+    from .fit_process import available
+
+    return available() and threading.active_count() == 1
+
+
+class Forked:
+    def __init__(self, fn):
+        r, w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(r)
+            code = 0
+            try:
+                buf = io.BytesIO()
+                np.save(buf, np.asarray(fn()), allow_pickle=False)
+                payload = b"A" + buf.getvalue()
+            except BaseException as e:  # noqa: BLE001 - one line back to the parent
+                payload = f"E{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".encode()
+                code = 1
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(w, view):]
+            finally:
+                os._exit(code)
+        os.close(w)
+        self._r = r
+
+    def result(self) -> np.ndarray:
+        chunks = []
+        try:
+            while True:
+                chunk = os.read(self._r, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            self.kill()
+        data = b"".join(chunks)
+        if data[:1] == b"A":
+            return np.load(io.BytesIO(data[1:]), allow_pickle=False)
+        why = data[1:].decode("utf-8", "replace") if data[:1] == b"E" else "it ended without a result"
+        raise DualPMError(f"animate: the clip fit's second process failed ({why})")
+
+    def kill(self) -> None:
+        """Stop the copy (if it still runs) and reap it; idempotent."""
+        if self.pid > 0:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.pid = -1
+        if self._r is not None:
+            try:
+                os.close(self._r)
+            except OSError:
+                pass
+            self._r = None
