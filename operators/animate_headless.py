@@ -38,6 +38,7 @@ on a server with --server URL (ours or Triton), in batches either way.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import threading
@@ -160,9 +161,10 @@ def write_outputs(result, paths: dict, timings: dict, preview: bool = True) -> N
 
 def _write_files(result, paths, timings, vpreview, bpy, video) -> None:
     clip = result.clip
-    t0 = time.perf_counter()
-    vpreview.write_video(paths["clip.mp4"], clip.frames, clip.fps)
-    timings["write_clip_video"] = time.perf_counter() - t0
+    if "write_clip_video" not in timings:  # else written while the clip was fitted (run's meanwhile)
+        t0 = time.perf_counter()
+        vpreview.write_video(paths["clip.mp4"], clip.frames, clip.fps)
+        timings["write_clip_video"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     bpy.ops.wm.read_homefile(use_empty=True)
@@ -208,13 +210,10 @@ def run(args) -> int:
     written = [paths[k] for k in OUTPUTS]
     timings: dict = {}
     try:
-        t0 = time.perf_counter()
-        try:
-            import bpy  # noqa: F401 - Blender writes the .blend; checked before any work
-        except ImportError:
+        # Blender writes the .blend: checked before any work, loaded while the clip is fitted
+        if "bpy" not in sys.modules and importlib.util.find_spec("bpy") is None:
             raise err("animate needs Blender: install the bpy module (pip install bpy==5.0.1, Python 3.11) "
-                      "or run it inside Blender (blender -b --python-expr ...)") from None
-        timings["import_bpy"] = time.perf_counter() - t0
+                      "or run it inside Blender (blender -b --python-expr ...)")
         _say(f"[decode] {args.video}")
         t0 = time.perf_counter()
         clip = decode.read(args.video, args.start, args.end, args.fps)
@@ -227,8 +226,17 @@ def run(args) -> int:
         _fail(paths, written, args, e, t_start)
         raise
     try:
+        def meanwhile():  # while the fit process fits: this process's core is free
+            t = time.perf_counter()
+            import bpy  # noqa: F401
+
+            timings["import_bpy"] = time.perf_counter() - t
+            t = time.perf_counter()
+            core("video.preview").write_video(paths["clip.mp4"], clip.frames, clip.fps)
+            timings["write_clip_video"] = time.perf_counter() - t
+
         result = core("video.animate").animate(predictor, clip, masks, mask_paths, report=_Progress(len(clip)),
-                                               segmenter=segmenter)
+                                               segmenter=segmenter, meanwhile=meanwhile)
         timings.update(result.timings)
         fit = result.fit
         _say(f"[fit] {int(fit.tracked.sum())} of {len(clip)} frames tracked, {int(fit.bridged.sum())} bridged; "

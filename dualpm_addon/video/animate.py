@@ -48,14 +48,20 @@ class Animation:
 
 
 def animate(predictor, clip, masks=None, mask_paths=None, template=None, options=None, report=None,
-            cancelled=None, segmenter=None) -> Animation:
+            cancelled=None, segmenter=None, fit_process: bool | None = None, meanwhile=None) -> Animation:
     """Every frame through the predictor (video.infer.predict_frames, batched), then fit_clip
     and the motion in the first frame's world (video.motion). A clip in which no frame shows an
     animal is a one-line DualPMError naming the first frame's reason. `segmenter`
     (segment.Segmenter) gives unmasked frames the segmenter's outline, as a photo gets: better
-    masks, about 0.3 s more a frame on two cores, and no tracked crops."""
+    masks, about 0.3 s more a frame on two cores, and no tracked crops.
+
+    fit_process: the fit in a forked process fed while inference runs (video/fit_process.py: the
+    same result, on a core of its own); None: wherever that is safe (fit_process.available),
+    else on a thread. meanwhile(): the caller's work that needs no fit (the command writes the
+    clip's video and loads Blender), run while the fit process fits, or before the fit."""
     from ..pipeline import model_version
     from ..template import load_default
+    from . import fit_process as fp
     from . import infer, motion
     from .fit import ClipOptions, FrameObserver, fit_clip
 
@@ -73,8 +79,10 @@ def animate(predictor, clip, masks=None, mask_paths=None, template=None, options
     report("inference", 0.0)
     t0 = time.perf_counter()
     # Each frame's map is observed for the fit as soon as it is final, and the likely keyframes
-    # photo-fitted, on the core the predictor leaves mostly idle (fit.FrameObserver).
-    observer = FrameObserver(template, options, frames=n)
+    # photo-fitted, on the core the predictor leaves mostly idle: in a process of its own, which
+    # then fits the clip (fit_process.FitProcess), or on a thread (fit.FrameObserver).
+    in_process = fp.available() if fit_process is None else bool(fit_process)
+    observer = fp.FitProcess(template, options, frames=n) if in_process else FrameObserver(template, options, frames=n)
     try:
         maps, reasons, stats = infer.predict_frames(predictor, clip.frames, masks, None, list(clip.names),
                                                     segmenter=segmenter, report=lambda f: report("inference", f),
@@ -90,8 +98,15 @@ def animate(predictor, clip, masks=None, mask_paths=None, template=None, options
         raise DualPMError(f"{clip.path}: no frame of the clip shows an animal (0 of {n} frames; frame 1: "
                           f"{first or 'no animal found'})")
     t0 = time.perf_counter()
-    fit = fit_clip(maps, template=template, options=options, report=report, cancelled=cancelled, observed=observer)
+    if in_process:
+        fit = observer.fit(maps, report=report, cancelled=cancelled, meanwhile=meanwhile)
+    else:
+        if meanwhile is not None:
+            meanwhile()
+        fit = fit_clip(maps, template=template, options=options, report=report, cancelled=cancelled,
+                       observed=observer)
     timings["fit"] = time.perf_counter() - t0
+    timings["fit_in_process"] = float(in_process)
     timings["observe_during_inference"] = observer.seconds
     world = motion.world_motion(fit, clip.fps)
     return Animation(clip=clip, fit=fit, motion=world, maps=maps, reasons=reasons,

@@ -241,7 +241,7 @@ class FrameObserver:
 
     The thread holds BLAS to one thread while it runs, as the fit does (fitting/blas.py)."""
 
-    def __init__(self, template, options: ClipOptions, frames: int | None = None):
+    def __init__(self, template, options: ClipOptions, frames: int | None = None, thread: bool = True):
         import queue
         import threading
 
@@ -259,12 +259,19 @@ class FrameObserver:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._done: dict = {}
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="dualpm-observe", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if thread:
+            self._thread = threading.Thread(target=self._run, name="dualpm-observe", daemon=True)
+            self._thread.start()
 
     def submit(self, t: int, frame) -> None:
-        """Frame t's final entry (fit_clip's per-frame form); cheap, from any thread."""
-        self._queue.put((int(t), frame))
+        """Frame t's final entry (fit_clip's per-frame form); cheap, from any thread. Without a
+        thread (thread=False: fit_process's child, which has a core of its own) it is observed
+        here and now."""
+        if self._thread is None:
+            self._observe(int(t), frame)
+        else:
+            self._queue.put((int(t), frame))
 
     def _run(self):
         with single_threaded_blas():
@@ -272,24 +279,26 @@ class FrameObserver:
                 item = self._queue.get()
                 if item is None or self._stop:
                     return
-                t, frame = item
-                tic = time.perf_counter()
-                try:
-                    cs = _check_frames([frame])[0]
-                    seen = _observe_frame(cs, t, self.ctx, self.options)
-                    self._done[t] = (cs, seen)
-                    if t in self._keys and seen:
-                        from .shape import keyframe_fit
+                self._observe(*item)
 
-                        self.keyframe_fits[t] = (seen[0].pm, keyframe_fit(self.ctx, seen[0], t, self.options))
-                except Exception:  # noqa: BLE001 - fit_clip does this frame itself and meets the error there
-                    self._done.pop(t, None)
-                    self.keyframe_fits.pop(t, None)
-                self.seconds += time.perf_counter() - tic
+    def _observe(self, t: int, frame) -> None:
+        tic = time.perf_counter()
+        try:
+            cs = _check_frames([frame])[0]
+            seen = _observe_frame(cs, t, self.ctx, self.options)
+            self._done[t] = (cs, seen)
+            if t in self._keys and seen:
+                from .shape import keyframe_fit
+
+                self.keyframe_fits[t] = (seen[0].pm, keyframe_fit(self.ctx, seen[0], t, self.options))
+        except Exception:  # noqa: BLE001 - fit_clip does this frame itself and meets the error there
+            self._done.pop(t, None)
+            self.keyframe_fits.pop(t, None)
+        self.seconds += time.perf_counter() - tic
 
     def close(self) -> dict:
         """Wait for what was submitted; {t: (the candidate dicts, their observations)}."""
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
         return dict(self._done)
