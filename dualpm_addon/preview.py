@@ -90,15 +90,22 @@ def draw_segments(img: np.ndarray, a_cam: np.ndarray, b_cam: np.ndarray, k: np.n
     height, width = img.shape[:2]
     ua, ub = camera.project(a_cam, k), camera.project(b_cam, k)
     ok = (a_cam[:, 2] > 1e-6) & (b_cam[:, 2] > 1e-6)
-    for p0, p1 in zip(ua[ok], ub[ok]):
-        n = int(np.ceil(np.linalg.norm(p1 - p0))) + 2
-        t = np.linspace(0.0, 1.0, n)[:, None]
-        pts = np.floor(p0 + t * (p1 - p0)).astype(np.int64)
-        for dx in range(-width_px + 1, width_px):
-            for dy in range(-width_px + 1, width_px):
-                u, v = pts[:, 0] + dx, pts[:, 1] + dy
-                m = (u >= 0) & (u < width) & (v >= 0) & (v < height)
-                img[v[m], u[m]] = colour
+    p0, p1 = ua[ok], ub[ok]
+    if not len(p0):
+        return img
+    # every segment's samples at once: the values np.linspace(0, 1, n) gives each (one call per
+    # bone per frame was most of a clip preview's bone drawing)
+    n = np.ceil(np.linalg.norm(p1 - p0, axis=1)).astype(np.int64) + 2
+    seg = np.repeat(np.arange(len(n)), n)
+    local = np.arange(len(seg)) - np.repeat(np.cumsum(n) - n, n)
+    t = local * (1.0 / (n - 1))[seg]
+    t[np.cumsum(n) - 1] = 1.0
+    pts = np.floor(p0[seg] + t[:, None] * (p1 - p0)[seg]).astype(np.int64)
+    for dx in range(-width_px + 1, width_px):
+        for dy in range(-width_px + 1, width_px):
+            u, v = pts[:, 0] + dx, pts[:, 1] + dy
+            m = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+            img[v[m], u[m]] = colour
     return img
 
 
