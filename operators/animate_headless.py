@@ -41,7 +41,6 @@ import argparse
 import importlib.util
 import os
 import sys
-import threading
 import time
 
 from ._core import core
@@ -134,29 +133,13 @@ def write_outputs(result, paths: dict, timings: dict, preview: bool = True) -> N
 
     vpreview = core("video.preview")
     clip = result.clip
-    # The preview (drawn in numpy, encoded by FFmpeg) is made on a thread of its own while Blender
-    # builds and saves the scene; it is always joined before this returns or raises, so a failure
-    # never leaves it finishing a file after the outputs were removed.
-    errors: list = []
-
-    def write_preview():
+    _write_files(result, paths, timings, vpreview, bpy, video)
+    if preview:
+        # after the scene, on this thread: the preview draws half its frames in a forked copy
+        # (video/preview.py), which needs this process to run one thread
         t = time.perf_counter()
-        try:
-            vpreview.write_preview(paths["mp4"], clip.frames, result.fit, clip.fps)
-        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
-            errors.append(e)
+        vpreview.write_preview(paths["mp4"], clip.frames, result.fit, clip.fps)
         timings["write_preview"] = time.perf_counter() - t
-
-    worker = threading.Thread(target=write_preview, name="dualpm-preview", daemon=True) if preview else None
-    if worker is not None:
-        worker.start()
-    try:
-        _write_files(result, paths, timings, vpreview, bpy, video)
-    finally:
-        if worker is not None:
-            worker.join()
-    if errors:
-        raise errors[0]
 
 
 def _write_files(result, paths, timings, vpreview, bpy, video) -> None:

@@ -93,3 +93,29 @@ def test_a_failed_write_leaves_nothing(tmp_path, clip):
     with pytest.raises(RuntimeError):
         preview.write_video(str(path), frames(), 12.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_forked_preview_draws_the_same_frames(clip, monkeypatch):
+    import sys
+
+    from dualpm_addon.video import forked
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the preview forks only on Linux")
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 255, (T, 120, 180, 3), dtype=np.uint8)
+    got = {}
+
+    def capture(key):
+        def write_video(path, it, fps):
+            got[key] = np.stack(list(it))
+            return path
+        return write_video
+
+    monkeypatch.setattr(preview, "FORK_MIN_FRAMES", 2)
+    for key, allowed in (("forked", True), ("here", False)):
+        monkeypatch.setattr(forked, "allowed", lambda a=allowed: a)
+        monkeypatch.setattr(preview, "write_video", capture(key))
+        preview.write_preview("unused.mp4", frames, clip, 12.0)
+    assert got["forked"].shape == (T, 120, 364, 3)
+    np.testing.assert_array_equal(got["forked"], got["here"])

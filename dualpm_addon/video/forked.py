@@ -28,6 +28,18 @@ def allowed() -> bool:
     return available() and threading.active_count() == 1
 
 
+def _die_with_parent() -> None:
+    """The copy is killed with the process that forked it (a cancelled fit process must not leave
+    a copy computing for nobody): Linux's PR_SET_PDEATHSIG; best effort."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Forked:
     def __init__(self, fn):
         r, w = os.pipe()
@@ -36,6 +48,7 @@ class Forked:
         self.pid = os.fork()
         if self.pid == 0:
             os.close(r)
+            _die_with_parent()
             code = 0
             try:
                 buf = io.BytesIO()

@@ -12,6 +12,7 @@ makes a picture strip of a few overlay frames for the docs.
 
 from __future__ import annotations
 
+import itertools
 import os
 from fractions import Fraction
 
@@ -93,19 +94,45 @@ def overlay_frame(rgb: np.ndarray, clip, t: int, keep=None) -> np.ndarray:
     return img
 
 
-def side_by_side(frames: np.ndarray, clip):
-    """Yield [frame | overlay] per frame of the clip."""
+def side_by_side(frames: np.ndarray, clip, ts=None):
+    """Yield [frame | overlay] per frame of the clip (or of the frame numbers `ts`)."""
     keep = skinned_joints(clip.skin_joints, clip.skin_weights, len(clip.joint_names))
     gap = np.full((frames.shape[1], 4, 3), 30, np.uint8)
-    for t in range(len(frames)):
+    for t in range(len(frames)) if ts is None else ts:
         yield np.concatenate([frames[t], gap, overlay_frame(frames[t], clip, t, keep)], axis=1)
 
 
+FORK_MIN_FRAMES = 24  # a preview this long draws its second half in a forked copy (video/forked.py)
+FORK_MAX_BYTES = 512 << 20  # ... when that half's frames are no more than this to send back
+
+
 def write_preview(path: str, frames: np.ndarray, clip, fps: float) -> str:
-    """NAME.mp4: the video beside the rig's overlay, frame by frame."""
-    if len(frames) != clip.num_frames:
-        raise DualPMError(f"preview: {len(frames)} frames but the fit has {clip.num_frames}")
-    return write_video(path, side_by_side(frames, clip), fps)
+    """NAME.mp4: the video beside the rig's overlay, frame by frame.
+
+    Where forking is allowed (forked.allowed: one thread, Linux, not Blender's UI) the second
+    half's frames are drawn in a copy of this process while this one draws and encodes the
+    first: the same file, on two cores."""
+    from . import forked
+
+    n = len(frames)
+    if n != clip.num_frames:
+        raise DualPMError(f"preview: {n} frames but the fit has {clip.num_frames}")
+    mid = n // 2
+    half = (n - mid) * frames.shape[1] * (2 * frames.shape[2] + 4) * 3
+    job = None
+    if n >= FORK_MIN_FRAMES and half <= FORK_MAX_BYTES and forked.allowed():
+        job = forked.Forked(lambda: np.stack(list(side_by_side(frames, clip, range(mid, n)))))
+
+    def second():  # awaited only once the first half is encoded
+        yield from job.result()
+
+    try:
+        if job is None:
+            return write_video(path, side_by_side(frames, clip), fps)
+        return write_video(path, itertools.chain(side_by_side(frames, clip, range(mid)), second()), fps)
+    finally:
+        if job is not None:
+            job.kill()
 
 
 def strip(frames: np.ndarray, clip, count: int = 6, height: int = 160) -> np.ndarray:
