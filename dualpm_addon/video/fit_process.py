@@ -237,16 +237,10 @@ class FitProcess:
                 os.close(fd)
             except OSError:
                 pass
-        if self.pid > 0:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                pass
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
-            self.pid = -1
+        from .forked import kill_and_reap
+
+        kill_and_reap(self.pid)
+        self.pid = -1
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __del__(self):

@@ -28,6 +28,20 @@ def allowed() -> bool:
     return available() and threading.active_count() == 1
 
 
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL a forked child (if it still runs) and wait for it, so no zombie is left."""
+    if pid <= 0:
+        return
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 def _die_with_parent() -> None:
     """The copy is killed with the process that forked it (a cancelled fit process must not leave
     a copy computing for nobody): Linux's PR_SET_PDEATHSIG; best effort."""
@@ -84,16 +98,8 @@ class Forked:
 
     def kill(self) -> None:
         """Stop the copy (if it still runs) and reap it; idempotent."""
-        if self.pid > 0:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                pass
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
-            self.pid = -1
+        kill_and_reap(self.pid)
+        self.pid = -1
         if self._r is not None:
             try:
                 os.close(self._r)
