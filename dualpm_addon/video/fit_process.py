@@ -13,9 +13,9 @@ process the two run on their own cores.
 
 The child is a fork of this process made before inference starts: it holds the template, the
 fit's context and the options as they are here, and runs the same code as fit.FrameObserver
-and fit.fit_clip, so the result is the same as in process (tests/video/test_fit_process.py).
-What crosses between the two is plain arrays and text, never pickles: each frame's map as an
-.npz file in a private temporary folder (named over a pipe), progress and the outcome as lines
+and fit.fit_clip, so the result is the same as in process (tests/test_video_fit_process.py).
+What crosses between the two is plain arrays and text, never pickles: each frame's map as a file of
+.npy records in a private temporary folder (named over a pipe), progress and the outcome as lines
 over another pipe, the ClipFit as an .npz of its arrays and a JSON of the rest
 (`encode_fit`, `decode_fit`).
 
@@ -139,9 +139,9 @@ class FitProcess:
         self.seconds = 0.0  # the child's observing during inference (reported with its result)
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.pid = os.fork()
+        from .forked import fork_child
+
+        self.pid = fork_child()
         if self.pid == 0:  # the child: never returns
             os.close(self._to_child)
             os.close(self._from_child)
@@ -160,7 +160,7 @@ class FitProcess:
                 pass
 
     def submit(self, t: int, frame) -> None:
-        """Frame t's final entry, from any thread (an .npz file, then its name over the pipe)."""
+        """Frame t's final entry, from any thread (save_frame's file, then its name over the pipe)."""
         if self._closed:
             return
         path = os.path.join(self.dir, f"map-{int(t)}.npy")

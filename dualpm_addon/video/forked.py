@@ -1,5 +1,6 @@
-"""One piece of the clip fit in a forked copy of this process, its result one array: the
-windowed solve runs its two halves at once on two cores (window.smooth).
+"""One piece of work in a forked copy of this process, its result one array: the windowed solve
+runs its two halves at once on two cores (window.smooth), the preview draws its second half
+(video/preview.py). `fork_child` is the one place this package forks (fit_process too).
 
     job = Forked(lambda: sweep(...))    # the copy starts on what this process holds now
     mine = sweep(...)                   # this process does its own share meanwhile
@@ -54,15 +55,25 @@ def _die_with_parent() -> None:
         pass
 
 
+def fork_child() -> int:
+    """os.fork with what every fork here needs: buffered output flushed first (else the child
+    prints it again), and in the child (0 returned) death with its parent."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _die_with_parent()
+    return pid
+
+
 class Forked:
-    def __init__(self, fn):
+    def __init__(self, fn, what: str = "the clip fit's second process"):
+        """Run fn() in a forked copy; `what` names it in result()'s error."""
         r, w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.pid = os.fork()
+        self.what = what
+        self.pid = fork_child()
         if self.pid == 0:
             os.close(r)
-            _die_with_parent()
             code = 0
             try:
                 buf = io.BytesIO()
@@ -94,7 +105,7 @@ class Forked:
         if data[:1] == b"A":
             return np.load(io.BytesIO(data[1:]), allow_pickle=False)
         why = data[1:].decode("utf-8", "replace") if data[:1] == b"E" else "it ended without a result"
-        raise DualPMError(f"animate: the clip fit's second process failed ({why})")
+        raise DualPMError(f"animate: {self.what} failed ({why})")
 
     def kill(self) -> None:
         """Stop the copy (if it still runs) and reap it; idempotent."""
