@@ -128,15 +128,15 @@ def smooth(model, samples, tr, options, report, cancelled, exact: bool = False) 
     mid = lo + (hi - lo) // 2
     tracked = tr.x.copy()
 
-    def second():
+    def second(progress=None):
         x = tracked.copy()
-        solve.sweep(x, mid, hi, lo)
+        solve.sweep(x, mid, hi, lo, progress)
         return x[mid:hi]
 
     job = forked.Forked(second) if forked.allowed() else None
     try:
         solve.sweep(tr.x, lo, mid, lo, lambda f: (_check(cancelled), report("smooth", 0.9 * f * (mid - lo) / (hi - lo))))
-        tr.x[mid:hi] = job.result() if job is not None else second()
+        tr.x[mid:hi] = job.result() if job is not None else second(lambda f: _check(cancelled))
     finally:
         if job is not None:
             job.kill()
