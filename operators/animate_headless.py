@@ -125,15 +125,23 @@ def video_name(path: str) -> str:
     return os.path.splitext(base)[0] or "video"
 
 
+def write_clip_video(paths: dict, clip, timings: dict) -> None:
+    """NAME.clip.mp4, the .blend's camera background (written while the clip is fitted)."""
+    t0 = time.perf_counter()
+    core("video.preview").write_video(paths["clip.mp4"], clip.frames, clip.fps)
+    timings["write_clip_video"] = time.perf_counter() - t0
+
+
 def write_outputs(result, paths: dict, timings: dict, preview: bool = True) -> None:
-    """Every file but NAME.json, in an empty scene (bpy), each atomically."""
+    """Every file but NAME.json and NAME.clip.mp4 (write_clip_video, already written: the scene
+    loads it), in an empty scene (bpy), each atomically."""
     import bpy
 
     from . import video
 
     vpreview = core("video.preview")
     clip = result.clip
-    _write_files(result, paths, timings, vpreview, bpy, video)
+    _write_files(result, paths, timings, bpy, video)
     if preview:
         # after the scene, on this thread: the preview draws half its frames in a forked copy
         # (video/preview.py), which needs this process to run one thread
@@ -142,13 +150,8 @@ def write_outputs(result, paths: dict, timings: dict, preview: bool = True) -> N
         timings["write_preview"] = time.perf_counter() - t
 
 
-def _write_files(result, paths, timings, vpreview, bpy, video) -> None:
+def _write_files(result, paths, timings, bpy, video) -> None:
     clip = result.clip
-    if "write_clip_video" not in timings:  # else written while the clip was fitted (run's meanwhile)
-        t0 = time.perf_counter()
-        vpreview.write_video(paths["clip.mp4"], clip.frames, clip.fps)
-        timings["write_clip_video"] = time.perf_counter() - t0
-
     t0 = time.perf_counter()
     bpy.ops.wm.read_homefile(use_empty=True)
     context = bpy.context
@@ -214,9 +217,7 @@ def run(args) -> int:
             import bpy  # noqa: F401
 
             timings["import_bpy"] = time.perf_counter() - t
-            t = time.perf_counter()
-            core("video.preview").write_video(paths["clip.mp4"], clip.frames, clip.fps)
-            timings["write_clip_video"] = time.perf_counter() - t
+            write_clip_video(paths, clip, timings)
 
         result = core("video.animate").animate(predictor, clip, masks, mask_paths, report=_Progress(len(clip)),
                                                segmenter=segmenter, meanwhile=meanwhile)
