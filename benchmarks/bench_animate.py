@@ -145,6 +145,8 @@ def run(quick: bool = False, strip: str | None = None) -> list[dict]:
                 rows.append({"name": f"    fit: {k}, per frame", "value": round(v / n * 1000, 1), "unit": "ms"})
         rows.append({"name": "frames tracked by the fit", "value": s["fit"]["frames_tracked"], "unit": "frames",
                      "of": n, "bridged": s["fit"]["frames_bridged"]})
+        rows.append({"name": "rig IoU against each frame's mask, mean", "value": s["fit"]["rig_iou_mean"],
+                     "unit": "", "redetected_frames": s["fit"].get("frames_redetected")})
         rows += inference_only(frames[: min(n, 48)])
     rows[0]["machine"] = report.machine()
     return rows

@@ -51,6 +51,10 @@ class ClipOptions:
         predictor's maps, whose noise needs more (as the pose prior does); root_acceleration_weight,
         root_velocity_weight: the root's (translation in body lengths, rotation in radians).
     contact_weight: a foot in contact stays put (body lengths per frame).
+    redetect_ratio: a tracked frame whose data cost exceeds this times the keyframes' median is
+        re-detected (redetect.py; 0: never); redetect_gain: a turn is kept where its cost is at
+        most this share of the tracked one; redetect_root_iterations: root-only iterations per
+        turn; redetect_refined: the best turns then solved with the whole pose.
     min_rig_iou: a frame whose rig covers its mask less than this is lost (bridged).
     place_camera: move each frame's cloud onto its pixels before fitting (predicted maps).
     budget: how many points, pixels and mesh samples of a frame each iteration looks at.
@@ -81,6 +85,10 @@ class ClipOptions:
     root_acceleration_weight: float = 10.0
     root_velocity_weight: float = 0.3
     contact_weight: float = 30.0
+    redetect_ratio: float = 2.0
+    redetect_gain: float = 0.5
+    redetect_root_iterations: int = 2
+    redetect_refined: int = 2
     min_rig_iou: float = 0.2
     place_camera: bool = True
     budget: FrameBudget = field(default_factory=FrameBudget)
@@ -98,7 +106,8 @@ class ClipFit:
     (in the crop grid; NaN where no mask); joints_cam (T, J, 3); rest_vertices (V, 3) model
     space; faces, skin_joints, skin_weights; global_scale, bone_scales (J,), thickness (J,);
     focal_factor: the solved focal length over the frames' given one; body_length (m);
-    contacts (T, 4) feet in contact (foot_names); cost (T,) each frame's data cost; timings (s).
+    contacts (T, 4) feet in contact (foot_names); cost (T,) each frame's data cost; redetected (T,)
+    the frame's rig was turned back onto the animal by a re-detection (redetect.py); timings (s).
     """
 
     joint_names: list
@@ -124,6 +133,7 @@ class ClipFit:
     foot_names: tuple = ()
     contacts: np.ndarray = None
     cost: np.ndarray = None
+    redetected: np.ndarray = None
     photo_size: tuple = (0, 0)
     options: dict = field(default_factory=dict)
 
@@ -152,6 +162,8 @@ class ClipFit:
                    "rig_iou": f(self.rig_iou[t]), "cost": None if self.cost is None else f(self.cost[t]),
                    "focal_px": round(float(self.intrinsics[t, 0, 0]), 3),
                    "root_translation_m": [round(float(v), 5) for v in self.model_to_camera[t, :3, 3]]}
+            if self.redetected is not None:
+                row["redetected"] = bool(self.redetected[t])
             if self.contacts is not None:
                 row["feet_in_contact"] = [n for n, c in zip(self.foot_names, self.contacts[t]) if c]
             per_frame.append(row)
@@ -159,6 +171,7 @@ class ClipFit:
         return {
             "frames": self.num_frames, "frames_tracked": int(self.tracked.sum()),
             "frames_bridged": int(self.bridged.sum()),
+            "frames_redetected": None if self.redetected is None else int(self.redetected.sum()),
             "rig_iou_mean": f(ious.mean()) if len(ious) else None,
             "shape": {"global_scale": round(float(self.global_scale), 6), "body_length_m": f(self.body_length),
                       "focal_factor": round(float(self.focal_factor), 6),
@@ -413,7 +426,7 @@ def _result(model, template, tr, xs, bridged, contacts, options: ClipOptions) ->
         skin_weights=np.asarray(template.skin_weights).copy(), global_scale=float(sg), bone_scales=scales.copy(),
         thickness=thick.copy(), timings={}, rest_vertices=rest_v, focal_factor=focal,
         body_length=float(np.ptp(rest_v[:, 1])), foot_names=tuple(sk.joint_names[j] for j in _feet(sk)),
-        contacts=contacts, cost=tr.cost.copy(), photo_size=(int(h), int(w)),
+        contacts=contacts, cost=tr.cost.copy(), redetected=tr.redetected.copy(), photo_size=(int(h), int(w)),
         options={k: v for k, v in asdict(options).items() if k not in ("photo", "budget")})
 
 

@@ -6,7 +6,9 @@ predicts them and its mask where the rig's outline is (tracking through Q and th
 frame whose fitted rig covers its mask less than `min_rig_iou` is lost: the rig left the
 animal (occlusion, a cut, another animal); the next seen frame starts again from the last good
 one. Keyframes (shape.py) are their own starts too: the lower cost is kept, so a track that
-drifted is caught again.
+drifted is caught again. A frame that costs far more than the keyframes did is re-detected
+(redetect.py): tried again turned to the other facings, a turn kept where it halves the cost; the
+next frame then starts from it without velocity.
 
 `bridge` fills the lost frames: interpolated between the seen frames around them (spherical for
 rotations), held before the first and after the last.
@@ -22,7 +24,7 @@ from .. import metrics
 from ..fitting import solver
 from ..fitting.terms.projection import focal_scaled
 from ..rotations import quat_from_axis_angle, quat_slerp, quat_to_axis_angle
-from . import params, stacked
+from . import params, redetect, stacked
 from .frame import Frame, frame_terms
 
 
@@ -33,6 +35,7 @@ class Track:
     tracked: np.ndarray  # (T,) bool
     cost: np.ndarray  # (T,) the frame's data cost at its solution (NaN: lost)
     terms: list  # (T,) the frame's terms on the clip's model, or None
+    redetected: np.ndarray  # (T,) bool: the solution is a re-detection's turn (redetect.py)
 
 
 def frame_cost(terms_, x) -> float:
@@ -90,8 +93,9 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: 
     n = len(obs)
     start = anchor(keyx, keycost or {}, obs)
     x = np.tile(keyx[start], (n, 1))
-    tr = Track([None] * n, x, np.zeros(n, dtype=bool), np.full(n, np.nan), [None] * n)
+    tr = Track([None] * n, x, np.zeros(n, dtype=bool), np.full(n, np.nan), [None] * n, np.zeros(n, dtype=bool))
     shape = rest_shape(model, keyx[start])
+    reference = float(np.median(list(keycost.values()))) if keycost else float("nan")
     done = [0]
 
     def step(t, prev, prev2, first_choice):
@@ -100,7 +104,7 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: 
         report("track", done[0] / n)
         if not obs[t]:
             return False
-        _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape)
+        _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape, reference)
         return tr.tracked[t]
 
     for order in (range(start, n), range(start - 1, -1, -1)):
@@ -109,11 +113,12 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: 
         prev2 = start + 1 if prev is not None and start + 1 < n and tr.tracked[start + 1] else None
         for t in order:
             if step(t, prev, prev2, t == start and not backward):
-                prev2, prev = prev, t
+                # no velocity across a re-detected turn: it is the track's error, not the animal's motion
+                prev2, prev = (None if tr.redetected[t] else prev), t
     return tr
 
 
-def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape):
+def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape, reference):
     from .fit import _photo_options
 
     cols = params.pose_columns(model)
@@ -145,10 +150,13 @@ def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, 
         sol = solve_pose(model, ts, x0, cols, options.track_iterations, options.photo.tol)
         if best is None or sol[1] < best[1]:
             best = sol
+    turned = 0
+    if redetect.needed(best[1], reference, options.redetect_ratio):
+        *best, turned = redetect.redetect(model, ts, best[0], best[1], cols, options)
     iou = grid_iou(model, fr, best[0], shape)
     if np.isfinite(iou) and iou < options.min_rig_iou:
         return
-    tr.x[t], tr.tracked[t], tr.cost[t] = best[0], True, best[1]
+    tr.x[t], tr.tracked[t], tr.cost[t], tr.redetected[t] = best[0], True, best[1], turned != 0
     tr.frames[t], tr.terms[t] = fr, ts
 
 
