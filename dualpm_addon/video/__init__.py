@@ -4,10 +4,11 @@
     clip = fit_clip([preprocess.predict_photo(...) or None for each frame])
 
 Modules: frame (a frame's evidence), params (the clip's parameter layout), shape (one shape over
-keyframes), track (frame-to-frame tracking, lost frames, bridging), window (the temporal solve
-in overlapping windows), stacked (LM over several frames), fit (ClipOptions, ClipFit, fit_clip),
-fit_process (the fit in a forked process fed while inference runs), forked (one piece of work in
-a forked copy: the windows' second half, the preview's), infer, decode, motion, preview, animate.
+keyframes), track (frame-to-frame tracking, lost frames, bridging), redetect (a track that lost
+the animal's facing turned back onto it), window (the temporal solve in overlapping windows),
+stacked (LM over several frames), fit (ClipOptions, ClipFit, fit_clip), fit_process (the fit
+in a forked process fed while inference runs), forked (one piece of work in a forked copy: the
+windows' second half, the preview's), infer, decode, motion, preview, animate.
 docs/video.md has the method and the measured figures.
 """
 

@@ -9,7 +9,9 @@ animal, where several were found). Steps (docs/video.md, "Method"):
    is then frozen: per frame only the pose and the root change.
 3. Track (track.py): frame after frame, each started from the previous one (its root moving on
    at the previous velocity), the animal chosen by its cost where a frame holds several, a few
-   LM iterations on the frame's terms; a frame whose rig no longer covers its mask is lost.
+   LM iterations on the frame's terms; a frame that costs far more than the keyframes did is
+   re-detected (redetect.py: turned to the other facings); one whose rig no longer covers its
+   mask is lost.
 4. Smooth (window.py): overlapping windows solved jointly with the data, smoothness of joint
    angles and of root velocity, and feet in contact held still (fitting/terms/smoothness.py,
    contact.py); the frames before a window are its fixed boundary, so cost is linear in length.
@@ -54,7 +56,9 @@ class ClipOptions:
     redetect_ratio: a tracked frame whose data cost exceeds this times the keyframes' median is
         re-detected (redetect.py; 0: never); redetect_gain: a turn is kept where its cost is at
         most this share of the tracked one; redetect_root_iterations: root-only iterations per
-        turn; redetect_refined: the best turns then solved with the whole pose.
+        turn; redetect_refined: the best turns then solved with the whole pose;
+        redetect_cooldown: frames after a re-detection that kept no turn in which none is tried
+        unless the frame costs more than that one did.
     min_rig_iou: a frame whose rig covers its mask less than this is lost (bridged).
     place_camera: move each frame's cloud onto its pixels before fitting (predicted maps).
     budget: how many points, pixels and mesh samples of a frame each iteration looks at.
@@ -85,7 +89,8 @@ class ClipOptions:
     root_acceleration_weight: float = 10.0
     root_velocity_weight: float = 0.3
     contact_weight: float = 30.0
-    redetect_ratio: float = 2.0
+    redetect_ratio: float = 2.5
+    redetect_cooldown: int = 4
     redetect_gain: float = 0.5
     redetect_root_iterations: int = 2
     redetect_refined: int = 2

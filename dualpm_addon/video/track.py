@@ -96,6 +96,7 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: 
     tr = Track([None] * n, x, np.zeros(n, dtype=bool), np.full(n, np.nan), [None] * n, np.zeros(n, dtype=bool))
     shape = rest_shape(model, keyx[start])
     reference = float(np.median(list(keycost.values()))) if keycost else float("nan")
+    failed = {}  # the last re-detection that kept nothing: {"t": frame, "cost": its cost}
     done = [0]
 
     def step(t, prev, prev2, first_choice):
@@ -104,7 +105,8 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: 
         report("track", done[0] / n)
         if not obs[t]:
             return False
-        _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape, reference)
+        _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape, reference,
+                     failed)
         return tr.tracked[t]
 
     for order in (range(start, n), range(start - 1, -1, -1)):
@@ -118,7 +120,8 @@ def track(model, samples, obs, keyx: dict, options, report, cancelled, keycost: 
     return tr
 
 
-def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape, reference):
+def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, first_choice, shape, reference,
+                 failed):
     from .fit import _photo_options
 
     cols = params.pose_columns(model)
@@ -151,8 +154,12 @@ def _solve_frame(model, samples, obs, keyx, options, tr, t, prev, prev2, start, 
         if best is None or sol[1] < best[1]:
             best = sol
     turned = 0
-    if redetect.needed(best[1], reference, options.redetect_ratio):
+    # a re-detection that found no turn is not tried again for a few frames unless the cost grows
+    if redetect.needed(best[1], reference, options.redetect_ratio) and not (
+            failed and abs(t - failed["t"]) <= options.redetect_cooldown and best[1] <= failed["cost"]):
         *best, turned = redetect.redetect(model, ts, best[0], best[1], cols, options)
+        if not turned:
+            failed.update(t=t, cost=best[1])
     iou = grid_iou(model, fr, best[0], shape)
     if np.isfinite(iou) and iou < options.min_rig_iou:
         return
