@@ -51,8 +51,11 @@ def test_writes_every_output_and_the_figures(animated):
     assert s["status"] == "ok" and s["video"]["frames"] == FRAMES and s["video"]["fps"] == 12
     assert len(s["per_frame"]) == FRAMES and s["frames_with_animal"] >= FRAMES - 1
     row = s["per_frame"][0]
-    assert {"tracked", "bridged", "rig_iou", "crop_box", "source_frame", "source_time_s"} <= set(row)
+    assert {"tracked", "bridged", "redetected", "rig_iou", "crop_box", "source_frame", "source_time_s"} <= set(row)
     assert s["fit"]["frames_tracked"] + s["fit"]["frames_bridged"] == FRAMES
+    # a re-detected frame is a tracked one
+    assert s["fit"]["frames_redetected"] == sum(r["redetected"] for r in s["per_frame"])
+    assert all(r["tracked"] for r in s["per_frame"] if r["redetected"])
     speed = s["speed"]
     assert speed["frames"] == FRAMES and speed["frames_per_second"] > 0
     assert speed["real_time_factor"] == pytest.approx(FRAMES / 12 / speed["seconds"], abs=1e-3)  # rounded to 3
