@@ -70,6 +70,7 @@ MAX_MASK_FRACTION = 0.95
 # animal there whose blobs touching the region have this IoU with it (a flower or the sky more
 # salient than the animal scores near 0; the quokka 0.66, chelsea 0.52; docs/segmentation.md).
 MIN_AGREEMENT = 0.3
+TRIM_REACH = 0.3  # segmenter pixels this far from the predictor's blobs (times their box side) are cut
 MASK_SOURCES = ("user", "segmenter", "predictor")
 MAX_REGIONS = 10  # segmenter regions checked with the predictor (one predictor run each)
 
@@ -264,13 +265,7 @@ def grid_to_photo(values: np.ndarray, box, photo_size) -> np.ndarray:
 def agreement(region: np.ndarray, seen: np.ndarray) -> float:
     """IoU of a segmenter region with the predictor's blobs that touch it (8-connected blobs of
     `seen`): is this salient thing the animal the predictor sees, and about its size?"""
-    from scipy import ndimage
-
-    labels, _ = ndimage.label(seen, structure=np.ones((3, 3), bool))
-    touching = np.unique(labels[region & seen])
-    blobs = np.isin(labels, touching[touching > 0])
-    union = (region | blobs).sum()
-    return float((region & blobs).sum() / union) if union else 0.0
+    return _iou(region, touching_blobs(region, seen))
 
 
 def _unmasked(predictor, rgb: np.ndarray, box, source: str):
@@ -285,13 +280,52 @@ def _unmasked(predictor, rgb: np.ndarray, box, source: str):
 def region_agrees(predictor, rgb: np.ndarray, region: np.ndarray, source: str = "the photo") -> bool:
     """Does the predictor, shown the crop around a segmenter region without a mask, see an animal
     there (its own checks) of about that outline (agreement >= MIN_AGREEMENT)?"""
+    return agreeing_region(predictor, rgb, region, source) is not None
+
+
+def agreeing_region(predictor, rgb: np.ndarray, region: np.ndarray, source: str = "the photo") -> np.ndarray | None:
+    """The segmenter region as the animal's mask when the predictor agrees with it
+    (region_agrees), trimmed to the part near what the predictor sees (trim); None otherwise."""
     box = square_box(mask_bbox(region))
     try:
         _, occ0, _ = _unmasked(predictor, rgb, box, source)
     except DualPMError:
-        return False
+        return None
     seen = grid_to_photo(occ0, box, rgb.shape[:2]) > pointmap.OCCUPANCY_THRESHOLD
-    return agreement(region, seen) >= MIN_AGREEMENT
+    blobs = touching_blobs(region, seen)
+    if _iou(region, blobs) < MIN_AGREEMENT:
+        return None
+    return trim(region, blobs)
+
+
+def touching_blobs(region: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """The 8-connected blobs of `seen` that touch `region`."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(seen, structure=np.ones((3, 3), bool))
+    touching = np.unique(labels[region & seen])
+    return np.isin(labels, touching[touching > 0])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 0.0
+
+
+def trim(region: np.ndarray, blobs: np.ndarray, reach: float | None = None) -> np.ndarray:
+    """The region less what lies farther than `reach` (TRIM_REACH) times the side of the
+    predictor's blobs' box from those blobs: a salient segmenter takes an occluder that touches
+    the animal (a rope, a post, a branch) into its region, the predictor does not. Its largest
+    8-connected part; the region itself where nothing would be left."""
+    from scipy import ndimage
+
+    reach = TRIM_REACH if reach is None else reach
+    if reach is None or not blobs.any():
+        return region
+    rows, cols = np.nonzero(blobs)
+    side = max(np.ptp(rows), np.ptp(cols)) + 1
+    near = region & (ndimage.distance_transform_edt(~blobs) <= reach * side)
+    return largest_blob(near) if near.any() else region
 
 
 def segmenter_regions(segmenter, rgb: np.ndarray, min_fraction: float | None = None) -> list[np.ndarray]:
@@ -322,7 +356,8 @@ def animal_masks(segmenter, rgb: np.ndarray, predictor, source: str = "the photo
 
 
 def _agreeing(segmenter, predictor, rgb, source, min_fraction=None) -> list[np.ndarray]:
-    return [r for r in segmenter_regions(segmenter, rgb, min_fraction) if region_agrees(predictor, rgb, r, source)]
+    regions = (agreeing_region(predictor, rgb, r, source) for r in segmenter_regions(segmenter, rgb, min_fraction))
+    return [r for r in regions if r is not None]
 
 
 def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,

@@ -60,6 +60,22 @@ def test_largest_blob_scipy_and_fallback_agree():
     assert not preprocess.largest_blob(np.zeros((5, 5), bool)).any()
 
 
+def test_trim_cuts_an_occluder_the_segmenter_took_with_the_animal():
+    """A rope the segmenter's region runs along (it touches the animal), where the predictor sees
+    only the animal: what lies past the reach from the predictor's blobs goes, the animal stays."""
+    animal = np.zeros((160, 160), bool)
+    animal[60:100, 40:100] = True
+    rope = np.zeros_like(animal)
+    rope[70:74, 100:160] = True  # 60 px long, the animal's box side is 60: reach 0.3 = 18 px
+    seen = animal.copy()
+    seen[62:98, 45:95] = False  # the predictor's blob is a ring, patchy inside (as on real fur)
+    out = preprocess.trim(animal | rope, seen, reach=0.3)
+    assert out[animal].all()  # the animal, holes in the predictor's blob included
+    assert out[70:74, 100:118].all() and not out[70:74, 119:].any()  # the rope within the reach only
+    assert np.array_equal(preprocess.trim(animal | rope, np.zeros_like(seen)), animal | rope)  # nothing seen
+    assert np.array_equal(preprocess.trim(animal | rope, seen, reach=10.0), animal | rope)  # all within reach
+
+
 def test_square_box_margin():
     x0, y0, x1, y1 = preprocess.square_box((100, 50, 300, 150))
     assert x1 - x0 == pytest.approx(260) and y1 - y0 == pytest.approx(260)
