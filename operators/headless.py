@@ -88,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delight", choices=("auto", "on", "off"), default="auto",
                         help="the photo's light out of the character's texture: auto: where the photo shows a "
                         "directional light (default); on: always; off: the photo's colours as they are")
+    parser.add_argument("--motion", choices=("idle", "walk", "gallop", "eating", "none"), default="idle",
+                        help="animate the result with the template's clip layered on the photo's pose "
+                        "(frame 1 is the photo's pose): idle (default), walk, gallop, eating; none: no action. "
+                        "--bvh replaces it")
     parser.add_argument("--bvh", metavar="FILE", help="retarget this motion capture onto every result")
     parser.add_argument("--server", metavar="URL", help="use a running inference server (ours or Triton)")
     parser.add_argument("--token", metavar="T", help="bearer token for --server")
@@ -129,8 +133,8 @@ def make_predictor(args):
 
 def _preview(request, rec, animated=None) -> "object":
     """[photo | rig over it | cloud from a novel view], and with a character: it through the
-    photo's camera, from the side, from behind, and (`animated`: the surface object, after a BVH
-    was retargeted) posed at the action's middle frame."""
+    photo's camera, from the side, from behind, and (`animated`: the surface object, when the
+    rig has an action: its motion, or a retargeted BVH) posed at the action's middle frame."""
     import numpy as np
 
     preview = core("preview")
@@ -184,7 +188,7 @@ def _middle_frame_vertices(obj):
 
 def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
                     bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo",
-                    character: str = "character", delight: str = "auto") -> dict:
+                    character: str = "character", delight: str = "auto", motion: str = "idle") -> dict:
     """One photo to its four files; returns the summary written to NAME.json (raises on failure).
 
     `mask` is the photo's mask file, `mask_record` masks.record of how it was found; without a
@@ -195,14 +199,14 @@ def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mas
     masks = core("masks")
     mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
     timings: dict = {}
-    request = _gather(photo, mask, timings, mask_record, fit, character, delight)
+    request = _gather(photo, mask, timings, mask_record, fit, character, delight, "none" if bvh else motion)
     rec = reconstruct.run_inference(request, timings=timings, predictor=predictor)
     return write_outputs(photo, request, rec, name, out_dir, bvh, mask_record)
 
 
 def reconstruct_animals(photo: str, name: str, out_dir: str, predictor, mask: str | None = None,
                         bvh: str | None = None, mask_record: dict | None = None, fit: str = "photo",
-                        character: str = "character", delight: str = "auto") -> list[dict]:
+                        character: str = "character", delight: str = "auto", motion: str = "idle") -> list[dict]:
     """--all-animals: every animal of one photo into NAME_animalK.* (K = 1 the largest); returns
     each animal's summary as written to its JSON, failed animals included. Raises when the photo
     itself fails (no animal at all, a bad mask)."""
@@ -211,13 +215,13 @@ def reconstruct_animals(photo: str, name: str, out_dir: str, predictor, mask: st
     masks = core("masks")
     mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
     timings: dict = {}
-    request = _gather(photo, mask, timings, mask_record, fit, character, delight)
+    request = _gather(photo, mask, timings, mask_record, fit, character, delight, "none" if bvh else motion)
     recs = reconstruct.run_inference_all(request, timings=timings, predictor=predictor)
     found = recs[0].animals_found
     out = []
     for rec in recs:
         if out:  # a fresh scene per animal: each file set holds one character
-            request = _gather(photo, mask, {}, mask_record, fit, character, delight)
+            request = _gather(photo, mask, {}, mask_record, fit, character, delight, "none" if bvh else motion)
         out.append(write_outputs(photo, request, rec, animal_name(name, rec.animal_index), out_dir, bvh, mask_record))
     for index, e in sorted(request.animal_errors):
         summary = failure(photo, str(e), 0.0, mask_record)
@@ -247,7 +251,7 @@ def remove_stale_animals(out_dir: str, name: str, keep: int) -> None:
 
 
 def _gather(photo: str, mask: str | None, timings: dict, mask_record: dict, fit: str, character: str = "character",
-            delight: str = "auto"):
+            delight: str = "auto", motion: str = "idle"):
     """An empty scene, then the photo (and mask) decoded as the panel does; `mask_record` says
     which mask was used (updated in place when the photo's alpha is)."""
     import bpy
@@ -260,6 +264,7 @@ def _gather(photo: str, mask: str | None, timings: dict, mask_record: dict, fit:
     request.settings["fit"] = fit
     request.settings["character"] = character
     request.settings["delight"] = delight
+    request.settings["motion"] = motion
     if not mask:
         mask_record.update(masks.record(request.mask_source, None))
     return request
@@ -282,6 +287,8 @@ def write_outputs(photo: str, request, rec, name: str, out_dir: str, bvh: str | 
     if rec.photo_mask is not None and rec.photo_mask.any():  # which animal of the photo this is
         ys, xs = np.nonzero(rec.photo_mask)
         summary["animal_box"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    if objects.get("motion"):
+        summary["motion"] = objects["motion"]
     if bvh:
         t0 = time.perf_counter()
         summary["retarget"] = retarget.retarget_armature(context, objects["armature"], bvh)
@@ -301,7 +308,8 @@ def write_outputs(photo: str, request, rec, name: str, out_dir: str, bvh: str | 
     rec.timings["write_glb"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    core("preview").write_png(paths["png"], _preview(request, rec, objects.get("surface") if bvh else None))
+    animated = bvh or objects.get("motion")
+    core("preview").write_png(paths["png"], _preview(request, rec, objects.get("surface") if animated else None))
     rec.timings["write_png"] = time.perf_counter() - t0
 
     summary["timings_s"] = {k: round(float(v), 4) for k, v in rec.timings.items()}
@@ -360,11 +368,11 @@ def run(args) -> int:
                 if args.all_animals:
                     summaries = reconstruct_animals(photo, name, args.out, predictor, mask_path, args.bvh,
                                                     mask_record=mask_record, fit=args.fit, character=args.character,
-                                                    delight=args.delight)
+                                                    delight=args.delight, motion=args.motion)
                 else:
                     summaries = [reconstruct_one(None, photo, name, args.out, predictor, mask_path, args.bvh,
                                                  mask_record=mask_record, fit=args.fit, character=args.character,
-                                                 delight=args.delight)]
+                                                 delight=args.delight, motion=args.motion)]
                 outputs += len(summaries)
                 for summary in summaries:
                     label = animal_name(name, summary["animal_index"]) if args.all_animals else name

@@ -67,6 +67,7 @@ class DUALPM_PT_main(_DualPMPanel, bpy.types.Panel):
         col.prop(s, "character")
         if s.character == "CHARACTER":
             col.prop(s, "delight")
+        col.prop(s, "motion")
         col.prop(s, "point_size")
         col.separator()
         if status.running:

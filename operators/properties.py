@@ -49,6 +49,13 @@ class DUALPM_PG_settings(bpy.types.PropertyGroup):
         ("ON", "Remove", "Always take the photo's fitted light out of the texture"),
         ("OFF", "Keep", "The photo's colours as they are, light included"),
     ], default="AUTO", description="The photo's light in the character's texture")
+    motion: EnumProperty(name="Motion", items=[
+        ("IDLE", "Idle", "The template's idle clip (breathing, head and tail) layered on the photo's pose"),
+        ("WALK", "Walk", "The template's walk cycle layered on the photo's pose"),
+        ("GALLOP", "Gallop", "The template's gallop cycle layered on the photo's pose"),
+        ("EATING", "Eating", "The template's grazing clip layered on the photo's pose"),
+        ("NONE", "None", "No action: the rig holds the photo's pose"),
+    ], default="IDLE", description="The reconstruction's action; its first frame is the photo's pose")
     video_path: StringProperty(name="Video", subtype="FILE_PATH",
                                description="Video of a four-legged animal (mp4, mov, webm, mkv) or a folder of frames")
     video_start: FloatProperty(name="Start", default=0.0, min=0.0, unit="TIME_ABSOLUTE",

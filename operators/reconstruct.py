@@ -26,7 +26,7 @@ import time
 import bpy
 from bpy.props import StringProperty
 
-from . import image_load, modal, preferences, scene_build, session
+from . import animation, image_load, modal, preferences, scene_build, session
 from ._core import core, error_type, report_error
 
 _active = None  # the running modal operator's job, so the panel can show it and refuse a second
@@ -113,6 +113,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
     settings = preferences.settings_dict(context)
     settings["character"] = str(getattr(s, "character", "CHARACTER")).lower()
     settings["delight"] = str(getattr(s, "delight", "AUTO")).lower()
+    settings["motion"] = str(getattr(s, "motion", "IDLE")).lower()
     return PhotoRequest(photo, image, created, settings, mask_source,
                         all_animals=bool(getattr(s, "all_animals", False)))
 
@@ -230,6 +231,8 @@ def build_scene(context, request: PhotoRequest, rec, point_size: float | None = 
     size = point_size if point_size is not None else (s.point_size if s is not None else 0.006)
     objects = scene_build.build(context, rec, image=image, name=name, point_size=size,
                                 set_render_resolution=set_render_resolution)
+    objects["motion"] = animation.write_motion(context, objects["armature"], rec,
+                                               request.settings.get("motion", core("idle").DEFAULT))
     rec.timings["import"] = time.perf_counter() - t0
     return objects
 
