@@ -111,11 +111,13 @@ def write_bone_action(arm_obj, joint_names, rotations: np.ndarray, root_translat
     return action
 
 
-def write_motion(context, arm_obj, rec, motion: str | None, frame_start: int = 1) -> dict | None:
+def write_motion(context, arm_obj, rec, motion: str | None, set_scene_range: bool = True) -> dict | None:
     """The photo's pose animated by one of the template's clips (dualpm_addon.idle: the clip's
-    motion layered on the fitted pose, frame_start exactly the photo's pose), as the armature's
-    action, the scene's frame range and rate set to it. None for motion 'none' (or no armature).
-    Returns what NAME.json records."""
+    motion layered on the fitted pose, its first frame exactly the photo's pose), as the
+    armature's action. With `set_scene_range` (the batch files) the action starts at frame 1 and
+    the scene's frame range, rate and current frame are set to it; without (the panel, which
+    leaves the user's scene settings alone) it starts at the current frame, so what the user sees
+    is the photo's pose. None for motion 'none' (or no armature). Returns what NAME.json records."""
     from ._core import core
 
     if arm_obj is None or not motion or str(motion).lower() == "none":
@@ -124,12 +126,15 @@ def write_motion(context, arm_obj, rec, motion: str | None, frame_start: int = 1
     fit = rec.fit
     m = idle.layered(rec.template, motion, fit.joint_names, fit.rotations,
                      idle.root_scale(rec.template.skeleton, fit.rest_skeleton))
+    scene = context.scene
+    frame_start = 1 if set_scene_range else int(scene.frame_current)
     action = write_bone_action(arm_obj, m.joint_names, m.rotations, m.root_translation,
                                fit.rest_skeleton.rest_frames[0], frame_start, f"{arm_obj.name} {m.clip}",
                                offsets=m.offsets if np.any(m.offsets) else None)
-    scene = context.scene
-    scene.frame_start, scene.frame_end = frame_start, frame_start + m.num_frames - 1
-    scene.render.fps, scene.render.fps_base = max(1, int(round(m.fps))), max(1, int(round(m.fps))) / m.fps
-    scene.frame_set(frame_start)  # the photo's pose: through the camera, the character on the animal
+    if set_scene_range:
+        scene.frame_start, scene.frame_end = frame_start, frame_start + m.num_frames - 1
+        scene.render.fps, scene.render.fps_base = max(1, int(round(m.fps))), max(1, int(round(m.fps))) / m.fps
+        scene.frame_set(frame_start)  # the photo's pose: through the camera, the character on the animal
     arm_obj["dualpm_motion"] = m.clip
-    return {"clip": m.clip, "frames": m.num_frames, "fps": m.fps, "action": action.name}
+    return {"clip": m.clip, "frames": m.num_frames, "fps": m.fps, "action": action.name,
+            "frame_range": [frame_start, frame_start + m.num_frames - 1]}

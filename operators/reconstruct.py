@@ -232,7 +232,8 @@ def build_scene(context, request: PhotoRequest, rec, point_size: float | None = 
     objects = scene_build.build(context, rec, image=image, name=name, point_size=size,
                                 set_render_resolution=set_render_resolution)
     objects["motion"] = animation.write_motion(context, objects["armature"], rec,
-                                               request.settings.get("motion", core("idle").DEFAULT))
+                                               request.settings.get("motion", core("idle").DEFAULT),
+                                               set_scene_range=set_render_resolution)
     rec.timings["import"] = time.perf_counter() - t0
     return objects
 

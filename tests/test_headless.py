@@ -65,8 +65,29 @@ def test_batch_writes_four_files_per_photo_and_counts_failures(data, tmp_path):
         assert h == 480 and w > 480
         assert preview[:, -480:].std() > 5  # the novel view is not blank
         if "--bvh" in args:
-            assert summary["retarget"]["frames"] > 1
+            assert summary["retarget"]["frames"] > 1 and "motion" not in summary  # the capture replaces it
     assert "3 of 4 photos reconstructed" in proc.stderr
+
+
+def test_the_result_moves_by_default_and_motion_picks_the_clip(data, tmp_path):
+    from dualpm_addon import gltf_write
+
+    photo = os.path.join(data, "synthetic.png")
+    for motion, clip in (("idle", "Idle"), ("walk", "Walk"), ("none", None)):
+        out = tmp_path / motion
+        args = [photo, "--out", str(out), "--model", os.path.join(data, "oracle.onnx")]
+        proc = _dualpm("reconstruct", *args, *([] if motion == "idle" else ["--motion", motion]))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads((out / "synthetic.json").read_text())
+        with open(out / "synthetic.glb", "rb") as f:
+            js, _ = gltf_write.read_glb(f.read())
+        if clip is None:
+            assert "motion" not in summary and not js.get("animations")
+        else:
+            assert summary["motion"]["clip"] == clip and summary["motion"]["frame_range"] == [1, summary["motion"]["frames"]]
+            assert [a["name"] for a in js["animations"]] == [summary["motion"]["action"]]
+    proc = _dualpm("reconstruct", photo, "--out", str(tmp_path / "x"), "--motion", "dance")
+    assert proc.returncode == 2 and "invalid choice: 'dance'" in proc.stderr
 
 
 def test_bad_arguments_exit_2_before_any_photo(data, tmp_path):
