@@ -22,6 +22,9 @@ their true mask) and the mask, not the model, then carries the fit.
 
 Without a mask, pass 2 is run without one too, and its blob must cover MIN_CROP_AREA_FRACTION
 (2.5%) of the crop: the crop is cut around pass 1's blob, so a real animal fills much of it.
+When pass 1 has a blob but is unsure of it (a small animal is 20-40 pixels across in its view of
+the whole photo), the crop around the blob gets a closer look (closer_look): if pass 2's checks
+pass there, pass 1's box stands; else "no animal found" as pass 1 said.
 
 With a segmenter (dualpm_addon.segment) and no user mask, the animal's outline is the
 segmenter's largest region (segment.animal_regions) that the predictor agrees with: it gives the
@@ -29,7 +32,8 @@ crop box, the predictor's mask input in pass 2, and `photo_mask` for the fit. A 
 segmenter finds something in every photo, so whether there is an animal at all stays the
 predictor's decision: pass 1 runs without a mask as before, and a region counts only when the
 predictor, shown the region's crop without a mask, passes the checks above there and its blobs
-touching the region have an IoU of MIN_AGREEMENT with it (region_agrees). When the segmenter's
+touching the region have an IoU of MIN_AGREEMENT with it (region_agrees); the region is then
+trimmed to what the predictor sees (trim: a salient occluder touching the animal goes). When the segmenter's
 mask is empty (no region of segment.MIN_REGION_FRACTION of the photo), covers more than
 MAX_MASK_FRACTION of it, or no region agrees, the predictor's own layer-0 mask is used, as
 without a segmenter, and `mask_source` says "predictor". Figures: docs/segmentation.md.
@@ -168,7 +172,15 @@ def _largest_blob_bfs(binary: np.ndarray) -> np.ndarray:
 
 
 class Unsure(DualPMError):
-    """No animal found because the model is unsure of the blob it sees (not because it sees none)."""
+    """No animal found because the model is unsure of the blob it sees (not because it sees none);
+    `confident`: the share of the blob that is confident; `blob`: the blob (the view's grid);
+    `box`: its crop box in photo pixels, where find_animal raised it (pass 1), else None."""
+
+    def __init__(self, message: str, confident: float = 0.0, blob: np.ndarray | None = None):
+        super().__init__(message)
+        self.confident = float(confident)
+        self.blob = blob
+        self.box = None
 
 
 def animal_blob(result: dict, source: str, min_area: float = MIN_AREA_FRACTION,
@@ -183,8 +195,20 @@ def animal_blob(result: dict, source: str, min_area: float = MIN_AREA_FRACTION,
     confident = float((np.asarray(result["confidence"])[0][blob] >= pointmap.CONFIDENCE_THRESHOLD).mean())
     if confident < min_confident:
         raise Unsure(f"no animal found in {source} (the model is unsure: {confident * 100:.0f}% of the "
-                     f"animal-like region is confident, below {min_confident * 100:.0f}%)")
+                     f"animal-like region is confident, below {min_confident * 100:.0f}%)", confident, blob)
     return blob
+
+
+def closer_look(predictor, rgb: np.ndarray, source: str, unsure: "Unsure"):
+    """Pass 1 unsure (find_animal's Unsure): the crop box around its blob, if the predictor, shown that crop without a
+    mask, passes pass 2's own checks there (half its blob confident, covering 2.5 % of the crop);
+    else `unsure` is raised. A small animal is 20-40 pixels across in pass 1's 160-pixel view of
+    the whole photo, where the model is seldom sure of it; cropped, it fills the view."""
+    try:
+        _unmasked(predictor, rgb, unsure.box, source)
+    except DualPMError:
+        raise unsure from None
+    return unsure.box
 
 
 def square_box(bbox, margin: float = MARGIN, min_side: float = MIN_BOX_PIXELS):
@@ -231,7 +255,11 @@ def find_animal(predictor, rgb: np.ndarray, source: str = "the photo", min_confi
     lb = letterbox_box(h, w)
     view = crop_resize(rgb, lb, size)
     result = predictor.predict(view, np.full((size, size), UNKNOWN_MASK, np.uint8))
-    blob = animal_blob(result, source, min_confident=min_confident)
+    try:
+        blob = animal_blob(result, source, min_confident=min_confident)
+    except Unsure as unsure:
+        unsure.box = square_box(grid_bbox_to_photo(unsure.blob, lb))
+        raise
     seen = grid_to_photo(np.asarray(result["occupancy"])[0], lb, (h, w)) > pointmap.OCCUPANCY_THRESHOLD
     return square_box(grid_bbox_to_photo(blob, lb)), seen
 
@@ -392,15 +420,19 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
         try:
             box = find_animal(predictor, rgb, source)[0]  # pass 1: the predictor decides whether there is one
         except Unsure as unsure:
-            # Unsure, not blind: with a segmenter, a region it agrees with is a second opinion
-            # (a lying animal, which the model saw few of), taken at the user-mask threshold.
-            if segmenter is None or mask is not None:
+            if mask is not None:
                 raise
-            box = find_animal(predictor, rgb, source, MIN_CONFIDENT_FRACTION_GIVEN)[0]
-            regions = _agreeing(segmenter, predictor, rgb, source)
-            if not regions:
-                raise unsure from None
-            mask, label, found, second_opinion = regions[0], "segmenter", len(regions), True
+            # Unsure, not blind: with a segmenter, a region it agrees with is a second opinion
+            # (a lying animal, which the model saw few of), taken at the user-mask threshold;
+            # else a closer look at what pass 1 half saw (a small animal, zoomed).
+            regions = []
+            if segmenter is not None and unsure.confident >= MIN_CONFIDENT_FRACTION_GIVEN:
+                box = unsure.box
+                regions = _agreeing(segmenter, predictor, rgb, source)
+            if regions:
+                mask, label, found, second_opinion = regions[0], "segmenter", len(regions), True
+            else:
+                box = closer_look(predictor, rgb, source, unsure)
         if mask is not None and not second_opinion:  # a segmenter region from animal_masks
             if not mask.any() or not region_agrees(predictor, rgb, mask, source):
                 raise DualPMError(f"no animal found in {source} "
@@ -462,10 +494,15 @@ def predict_animals(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
             return [dict(predict_photo(predictor, rgb, mask, focal_mm, source), animal_index=np.int32(1))]
         regions, label = segment.animal_regions(mask) or [mask], "user"
     else:
-        regions = animal_masks(segmenter, rgb, predictor, source) if segmenter is not None else []
+        unsure = None
+        try:
+            regions = animal_masks(segmenter, rgb, predictor, source) if segmenter is not None else []
+        except Unsure as e:  # pass 1 unsure: predict_photo's second opinion and closer look decide
+            regions, unsure = [], e
         label = "segmenter"
         if not regions:  # no segmenter, or none of its regions agrees: the predictor's mask
-            return [dict(predict_photo(predictor, rgb, None, focal_mm, source), animal_index=np.int32(1))]
+            seg = segmenter if unsure is not None else None
+            return [dict(predict_photo(predictor, rgb, None, focal_mm, source, segmenter=seg), animal_index=np.int32(1))]
     maps, errors = [], []
     for region in regions:
         try:
