@@ -49,6 +49,11 @@ def export_collection(context, collection, filepath: str, include_points: bool =
             kwargs["use_mesh_vertices"] = True  # loose vertices as POINTS primitives
         if "export_gn_mesh" in props:
             kwargs["export_gn_mesh"] = False
+        if "export_force_sampling" in props:
+            # The actions hold a linear key on every frame: written as they are, not sampled again
+            # frame by frame through the depsgraph (0.16 against 0.61 s for an 80-frame action of
+            # 46 bones; the same poses after Blender's importer, tests/test_idle.py).
+            kwargs["export_force_sampling"] = False
         result = bpy.ops.export_scene.gltf(**{k: v for k, v in kwargs.items() if k in props})
     except RuntimeError as e:
         _remove(tmp)

@@ -109,3 +109,15 @@ def test_in_blender_frame_1_is_the_photos_pose_and_the_glb_has_the_action(templa
     with open(glb, "rb") as f:
         js, _ = gltf_write.read_glb(f.read())
     assert info["action"] in [a["name"] for a in js["animations"]]  # (the idle one written first is there too)
+
+    def heads(a, frame):
+        bpy.context.scene.frame_set(frame)
+        return np.array([list(a.matrix_world @ b.head) for b in a.pose.bones])
+
+    want = {f: heads(arm, f) for f in (1, 10, 40)}
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=glb)
+    back = next(o for o in bpy.data.objects if o.type == "ARMATURE")
+    back.animation_data.action = next(a for a in bpy.data.actions if a.name == info["action"])
+    for f, h in want.items():  # the walk as Blender's importer reads it back, frame by frame
+        assert np.abs(heads(back, f) - h).max() < 1e-4, f
