@@ -22,9 +22,10 @@ warm-up.
 End to end: `.venv/bin/dualpm reconstruct muybridge_cat.png --out DIR` (README's example) as a
 user runs it, a fresh process each time (Python, bpy, the server subprocess, inference with the
 segmenter, the fit, the scene, four files), with `--fit photo`, `--fit points`, `--fit photo
---in-process` (ONNX Runtime in the command's own process, no server subprocess) and `--fit photo
+--in-process` (ONNX Runtime in the command's own process, no server subprocess), `--fit photo
 --character template` (the template's surface: issue 14's pipeline without the character, which
-issue 15 budgets on its own), taking turns;
+issue 15 budgets on its own) and `--fit photo --motion none` (no action: what the default Idle
+motion adds), taking turns;
 the JSON's per-stage timings show where the rest goes (`startup`: the wall time no stage
 accounts for: interpreter, imports, bpy).
 
@@ -183,7 +184,8 @@ def time_reconstruct(repeats: int, photo: str) -> dict:
     exe = os.path.join(ROOT, ".venv", "bin", "dualpm")
     variants = {"photo": ["--fit", "photo"], "points": ["--fit", "points"],
                 "photo_in_process": ["--fit", "photo", "--in-process"],
-                "photo_template": ["--fit", "photo", "--character", "template"]}
+                "photo_template": ["--fit", "photo", "--character", "template"],
+                "photo_still": ["--fit", "photo", "--motion", "none"]}
     runs = {m: [] for m in variants}
     with tempfile.TemporaryDirectory(prefix="bench-photo-fit-") as tmp:
         for i in range(repeats):
@@ -282,6 +284,13 @@ def rows_from(fits: dict, segs: dict, e2e: dict | None, common: dict) -> list[di
                      "limit": RECONSTRUCT_LIMIT_S, "pass": med["photo_template"] <= RECONSTRUCT_LIMIT_S,
                      "character_adds_s": round(med["photo"] - med["photo_template"], 3),
                      "cpu_s": cpu["photo_template"], "stages_s": stages["photo_template"], **common})
+        # The default's action (the template's Idle clip on the photo's pose, docs/extension.md)
+        # against none: what the motion adds to the scene, the .glb and the preview.
+        rows.append({"name": f"dualpm reconstruct {E2E_PHOTO} end to end, --fit photo --motion none (median of "
+                              f"{len(e2e['photo_still'])})", "value": round(med["photo_still"], 3), "unit": "s",
+                     "limit": RECONSTRUCT_LIMIT_S, "pass": med["photo_still"] <= RECONSTRUCT_LIMIT_S,
+                     "motion_adds_s": round(med["photo"] - med["photo_still"], 3),
+                     "cpu_s": cpu["photo_still"], "stages_s": stages["photo_still"], **common})
     return rows
 
 
