@@ -33,8 +33,8 @@ segmenter finds something in every photo, so whether there is an animal at all s
 predictor's decision: pass 1 runs without a mask as before, and a region counts only when the
 predictor, shown the region's crop without a mask, passes the checks above there and its blobs
 touching the region have an IoU of MIN_AGREEMENT with it (region_agrees); the region is then
-trimmed to what the predictor sees (trim: a salient occluder touching the animal goes). When the segmenter's
-mask is empty (no region of segment.MIN_REGION_FRACTION of the photo), covers more than
+trimmed to what the predictor sees (trim: a salient occluder touching the animal goes). When the
+segmenter's mask is empty (no region of segment.MIN_REGION_FRACTION of the photo), covers more than
 MAX_MASK_FRACTION of it, or no region agrees, the predictor's own layer-0 mask is used, as
 without a segmenter, and `mask_source` says "predictor". Figures: docs/segmentation.md.
 
@@ -200,9 +200,9 @@ def animal_blob(result: dict, source: str, min_area: float = MIN_AREA_FRACTION,
 
 
 def closer_look(predictor, rgb: np.ndarray, source: str, unsure: "Unsure"):
-    """Pass 1 unsure (find_animal's Unsure): the crop box around its blob, if the predictor, shown that crop without a
-    mask, passes pass 2's own checks there (half its blob confident, covering 2.5 % of the crop);
-    else `unsure` is raised. A small animal is 20-40 pixels across in pass 1's 160-pixel view of
+    """Pass 1 unsure (find_animal's Unsure): the crop box around its blob, if the predictor, shown
+    that crop without a mask, passes pass 2's own checks there (half its blob confident, covering
+    2.5 % of the crop); else `unsure` is raised. A small animal is 20-40 pixels across in pass 1's 160-pixel view of
     the whole photo, where the model is seldom sure of it; cropped, it fills the view."""
     try:
         _unmasked(predictor, rgb, unsure.box, source)
@@ -502,7 +502,8 @@ def predict_animals(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
         label = "segmenter"
         if not regions:  # no segmenter, or none of its regions agrees: the predictor's mask
             seg = segmenter if unsure is not None else None
-            return [dict(predict_photo(predictor, rgb, None, focal_mm, source, segmenter=seg), animal_index=np.int32(1))]
+            one = predict_photo(predictor, rgb, None, focal_mm, source, segmenter=seg)
+            return [dict(one, animal_index=np.int32(1))]
     maps, errors = [], []
     for region in regions:
         try:

@@ -84,8 +84,9 @@ def test_the_result_moves_by_default_and_motion_picks_the_clip(data, tmp_path):
         if clip is None:
             assert "motion" not in summary and not js.get("animations")
         else:
-            assert summary["motion"]["clip"] == clip and summary["motion"]["frame_range"] == [1, summary["motion"]["frames"]]
-            assert [a["name"] for a in js["animations"]] == [summary["motion"]["action"]]
+            motion_record = summary["motion"]
+            assert motion_record["clip"] == clip and motion_record["frame_range"] == [1, motion_record["frames"]]
+            assert [a["name"] for a in js["animations"]] == [motion_record["action"]]
     proc = _dualpm("reconstruct", photo, "--out", str(tmp_path / "x"), "--motion", "dance")
     assert proc.returncode == 2 and "invalid choice: 'dance'" in proc.stderr
 
