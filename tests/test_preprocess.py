@@ -273,3 +273,15 @@ def test_an_unsure_pass_1_takes_the_segmenters_region_as_a_second_opinion(real_m
     assert not np.array_equal(whole, crop)  # the closer look is a crop of its own
     pm = preprocess.predict_photo(UnsureOfTheWholePhoto(model), q, source="quokka.jpg", segmenter=segment.load())
     assert str(pm["mask_source"]) == "segmenter" and pm["photo_mask"].mean() > 0.2
+
+
+def test_all_animals_leaves_an_unsure_pass_1_to_the_one_animal_path(real_model):
+    """--all-animals with pass 1 unsure: no refusal of the whole photo; the one-animal path (its
+    second opinion and closer look) decides, and finds the quokka."""
+    from dualpm_addon import segment
+    from dualpm_addon.inference import Runner
+
+    q = np.asarray(Image.open(photo("quokka.jpg")).convert("RGB"))
+    maps = preprocess.predict_animals(UnsureOfTheWholePhoto(Runner(real_model, device="cpu")), q,
+                                      source="quokka.jpg", segmenter=segment.load())
+    assert len(maps) == 1 and int(maps[0]["animal_index"]) == 1 and maps[0]["photo_mask"].mean() > 0.1
