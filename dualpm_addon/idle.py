@@ -12,8 +12,8 @@ layered on it, bone by bone in the bones' local frames:
 Frame 0 is therefore exactly the photo's pose (through the camera the character sits on the
 animal), and a quiet clip (Idle: breathing, the head and tail moving) never takes it far from
 there. s scales the clip's root motion from the template's size to the instance's, by the hind
-legs' length (what carries the body). Clips that end where they begin loop without their last
-frame; the clip is repeated to at least MIN_SECONDS.
+legs' length (what carries the body). A cycle (Idle, Walk, Gallop) is repeated to at least
+MIN_SECONDS, its closing frame dropped where it repeats its first; other clips play once.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ MOTIONS = {"idle": "Idle", "walk": "Walk", "gallop": "Gallop", "eating": "Eating
 DEFAULT = "idle"
 MIN_SECONDS = 3.0
 LEG = ("BackLeg.L", "BackUpperLeg.L", "BackLowerLeg.L")  # the chain whose length scales root motion
-LOOP_TOLERANCE = 0.02  # radians: a clip whose last frame is its first within this loops
+LOOP_TOLERANCE = 0.02  # radians: a clip whose last frame is its first within this loops without it
+LOOP_STEP = 1.5  # a clip whose wrap from last to first is at most this times its largest step loops
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,19 @@ def layered(template, motion: str, joint_names, photo_rotations: np.ndarray, sca
     off[:, have] = np.asarray(clip.offsets, np.float64)[:, cols[have]]
     root = np.asarray(clip.root_translation, np.float64)
 
-    # one cycle, the closing frame dropped where the clip loops, then repeated
-    loops = clip.num_frames > 2 and float(np.max(quat_angle(rot[0], rot[-1]))) < LOOP_TOLERANCE \
-        and np.allclose(root[0], root[-1], atol=1e-3)
-    if loops:
-        rot, off, root = rot[:-1], off[:-1], root[:-1]
+    # one cycle, then repeated: a clip whose last frame is its first again loops without it
+    # (Walk, Idle), one whose last frame steps back to its first no further than a frame steps
+    # to the next loops as it is (Gallop); the others play once (Eating, Death)
+    loops = False
+    if clip.num_frames > 2:
+        if float(np.max(quat_angle(rot[0], rot[-1]))) < LOOP_TOLERANCE and np.allclose(root[0], root[-1], atol=1e-3):
+            rot, off, root = rot[:-1], off[:-1], root[:-1]
+            loops = True
+        else:
+            step = float(np.max(quat_angle(rot[:-1], rot[1:])))
+            root_step = float(np.max(np.linalg.norm(np.diff(root, axis=0), axis=1)))
+            loops = float(np.max(quat_angle(rot[-1], rot[0]))) <= LOOP_STEP * step \
+                and float(np.linalg.norm(root[0] - root[-1])) <= LOOP_STEP * root_step + 1e-3
     repeats = max(1, int(np.ceil(min_seconds * clip.fps / len(rot)))) if loops else 1
     rot, off, root = (np.concatenate([a] * repeats) for a in (rot, off, root))
 

@@ -42,7 +42,16 @@ def test_a_looping_clip_repeats_without_its_closing_frame(tpl):
     m = idle.layered(tpl, "walk", tpl.skeleton.joint_names, _photo_pose(tpl.skeleton), 1.0)
     cycle = walk.num_frames - 1
     assert m.num_frames == cycle * int(np.ceil(idle.MIN_SECONDS * walk.fps / cycle))
-    assert np.max(quat_angle(m.rotations[cycle], m.rotations[0])) < 1e-6  # the second cycle starts where the first did
+    # the second cycle starts where the first did
+    assert np.max(quat_angle(m.rotations[cycle], m.rotations[0])) < 1e-6
+
+
+def test_a_cycle_without_a_closing_frame_repeats_whole_and_a_one_off_clip_plays_once(tpl):
+    gallop, eating = tpl.clip("Gallop"), tpl.clip("Eating")  # 15 frames, the 16th would be the 1st; 145
+    m = idle.layered(tpl, "gallop", tpl.skeleton.joint_names, _photo_pose(tpl.skeleton), 1.0)
+    assert m.num_frames == gallop.num_frames * int(np.ceil(idle.MIN_SECONDS * gallop.fps / gallop.num_frames))
+    assert np.max(quat_angle(m.rotations[gallop.num_frames], m.rotations[0])) < 1e-6
+    assert idle.layered(tpl, "eating", tpl.skeleton.joint_names, _photo_pose(tpl.skeleton)).num_frames == eating.num_frames
 
 
 def test_bones_are_matched_by_name_and_root_motion_scales_with_the_hind_leg(tpl):
