@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delight", choices=("auto", "on", "off"), default="auto",
                         help="the photo's light out of the character's texture: auto: where the photo shows a "
                         "directional light (default); on: always; off: the photo's colours as they are")
-    parser.add_argument("--motion", choices=("idle", "walk", "gallop", "eating", "none"), default="idle",
+    parser.add_argument("--motion", choices=(*core("idle").MOTIONS, "none"), default=core("idle").DEFAULT,
                         help="animate the result with the template's clip layered on the photo's pose "
                         "(frame 1 is the photo's pose): idle (default), walk, gallop, eating; none: no action. "
                         "--bvh replaces it")
@@ -199,7 +199,8 @@ def reconstruct_one(context, photo: str, name: str, out_dir: str, predictor, mas
     masks = core("masks")
     mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
     timings: dict = {}
-    request = _gather(photo, mask, timings, mask_record, fit, character, delight, "none" if bvh else motion)
+    motion = "none" if bvh else motion  # the retargeted capture replaces it
+    request = _gather(photo, mask, timings, mask_record, fit, character, delight, motion)
     rec = reconstruct.run_inference(request, timings=timings, predictor=predictor)
     return write_outputs(photo, request, rec, name, out_dir, bvh, mask_record)
 
@@ -215,13 +216,14 @@ def reconstruct_animals(photo: str, name: str, out_dir: str, predictor, mask: st
     masks = core("masks")
     mask_record = masks.record("file" if mask else "none", mask) if mask_record is None else mask_record
     timings: dict = {}
-    request = _gather(photo, mask, timings, mask_record, fit, character, delight, "none" if bvh else motion)
+    motion = "none" if bvh else motion  # the retargeted capture replaces it
+    request = _gather(photo, mask, timings, mask_record, fit, character, delight, motion)
     recs = reconstruct.run_inference_all(request, timings=timings, predictor=predictor)
     found = recs[0].animals_found
     out = []
     for rec in recs:
         if out:  # a fresh scene per animal: each file set holds one character
-            request = _gather(photo, mask, {}, mask_record, fit, character, delight, "none" if bvh else motion)
+            request = _gather(photo, mask, {}, mask_record, fit, character, delight, motion)
         out.append(write_outputs(photo, request, rec, animal_name(name, rec.animal_index), out_dir, bvh, mask_record))
     for index, e in sorted(request.animal_errors):
         summary = failure(photo, str(e), 0.0, mask_record)
