@@ -290,12 +290,6 @@ def grid_to_photo(values: np.ndarray, box, photo_size) -> np.ndarray:
     return rows[:, lo] * wl + rows[:, hi] * wh
 
 
-def agreement(region: np.ndarray, seen: np.ndarray) -> float:
-    """IoU of a segmenter region with the predictor's blobs that touch it (8-connected blobs of
-    `seen`): is this salient thing the animal the predictor sees, and about its size?"""
-    return _iou(region, touching_blobs(region, seen))
-
-
 def _unmasked(predictor, rgb: np.ndarray, box, source: str):
     """Pass 2 without a mask on `box`: the result, its layer-0 occupancy and its largest blob,
     checked ("no animal found" below MIN_CROP_AREA_FRACTION)."""
@@ -321,6 +315,7 @@ def agreeing_region(predictor, rgb: np.ndarray, region: np.ndarray, source: str 
         return None
     seen = grid_to_photo(occ0, box, rgb.shape[:2]) > pointmap.OCCUPANCY_THRESHOLD
     blobs = touching_blobs(region, seen)
+    # The agreement: is this salient thing the animal the predictor sees, and about its size?
     if _iou(region, blobs) < MIN_AGREEMENT:
         return None
     return trim(region, blobs)
