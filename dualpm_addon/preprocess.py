@@ -200,15 +200,15 @@ def animal_blob(result: dict, source: str, min_area: float = MIN_AREA_FRACTION,
 
 
 def closer_look(predictor, rgb: np.ndarray, source: str, unsure: "Unsure"):
-    """Pass 1 unsure (find_animal's Unsure): the crop box around its blob, if the predictor, shown
-    that crop without a mask, passes pass 2's own checks there (half its blob confident, covering
-    2.5 % of the crop); else `unsure` is raised. A small animal is 20-40 pixels across in pass 1's 160-pixel view of
-    the whole photo, where the model is seldom sure of it; cropped, it fills the view."""
+    """Pass 1 unsure (find_animal's Unsure): (the crop box around its blob, _unmasked's result
+    there) if the predictor, shown that crop without a mask, passes pass 2's own checks there
+    (half its blob confident, covering 2.5 % of the crop); else `unsure` is raised. A small animal
+    is 20-40 pixels across in pass 1's 160-pixel view of the whole photo, where the model is
+    seldom sure of it; cropped, it fills the view."""
     try:
-        _unmasked(predictor, rgb, unsure.box, source)
+        return unsure.box, _unmasked(predictor, rgb, unsure.box, source)
     except DualPMError:
         raise unsure from None
-    return unsure.box
 
 
 def square_box(bbox, margin: float = MARGIN, min_side: float = MIN_BOX_PIXELS):
@@ -409,6 +409,7 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
     found = 1
     result = photo_mask = None
     second_opinion = False
+    regions = looked = None  # the segmenter's agreeing regions, the closer look's pass 2, once sought
     if label == "user":
         box = find_box(predictor, rgb, mask, source)  # the user says where the animal is: one pass
     else:
@@ -420,26 +421,25 @@ def predict_photo(predictor, rgb: np.ndarray, mask: np.ndarray | None = None,
             # Unsure, not blind: with a segmenter, a region it agrees with is a second opinion
             # (a lying animal, which the model saw few of), taken at the user-mask threshold;
             # else a closer look at what pass 1 half saw (a small animal, zoomed).
-            regions = []
             if segmenter is not None and unsure.confident >= MIN_CONFIDENT_FRACTION_GIVEN:
                 box = unsure.box
                 regions = _agreeing(segmenter, predictor, rgb, source)
             if regions:
                 mask, label, found, second_opinion = regions[0], "segmenter", len(regions), True
             else:
-                box = closer_look(predictor, rgb, source, unsure)
+                box, looked = closer_look(predictor, rgb, source, unsure)
         if mask is not None and not second_opinion:  # a segmenter region from animal_masks
             if not mask.any() or not region_agrees(predictor, rgb, mask, source):
                 raise DualPMError(f"no animal found in {source} "
                                   "(the predictor sees no animal in the segmenter's region)")
-        elif segmenter is not None and not second_opinion:
+        elif segmenter is not None and not second_opinion and regions is None:
             regions = _agreeing(segmenter, predictor, rgb, source)
             if regions:
                 mask, label, found = regions[0], "segmenter", len(regions)
         if mask is not None:
             box = find_box(predictor, rgb, mask, source)
         else:  # the predictor's own mask: the crop without a mask input, checked more strictly
-            result, occ0, blob = _unmasked(predictor, rgb, box, source)
+            result, occ0, blob = looked if looked is not None else _unmasked(predictor, rgb, box, source)
             photo_mask = grid_to_photo(occ0 * blob, box, (h, w)) > pointmap.OCCUPANCY_THRESHOLD
     if animals_found is not None:
         found = int(animals_found)
