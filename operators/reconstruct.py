@@ -183,8 +183,8 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
     template = session.template()
     # Modules are imported here, on the main thread: the thread only computes. That includes the
     # segmenter's onnxruntime.
-    character = (core("character"), core("character.instance")) if request.settings.get(
-        "character", "character") == "character" else None
+    character = (core("character"), core("character.instance"), core("character.operators")) \
+        if request.settings.get("character", "character") == "character" else None
     segmenting = request.photo.mask is None
     if segmenting:
         core("segment").import_runtime()
@@ -212,11 +212,13 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
 
 
 def _warm(template, character) -> None:
-    """What the fit and the character (`character`: its package and instance module, or None)
-    need from the template alone, built once per session."""
+    """What the fit and the character (`character`: its package, instance and operators modules,
+    or None) need from the template alone, built once per session."""
     core("pipeline").fit_context(template)
     if character is not None:
         character[1].texels(character[0].load_character(template))
+        # The shape solve's operators (0.3 s): built here they overlap inference, not the fit.
+        character[2].solver(template)
 
 
 def build_scene(context, request: PhotoRequest, rec, point_size: float | None = None,

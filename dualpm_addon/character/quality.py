@@ -60,7 +60,8 @@ def candidates(vertices: np.ndarray, faces: np.ndarray, edge_list: np.ndarray, n
     if not len(e):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     k = min(int(neighbours), len(f))
-    _, fi = cKDTree(v[f].mean(axis=1)).query(0.5 * (v[e[:, 0]] + v[e[:, 1]]), k=k)
+    # Both cores: the query is most of the shape solve's repair, and nothing runs beside it.
+    _, fi = cKDTree(v[f].mean(axis=1)).query(0.5 * (v[e[:, 0]] + v[e[:, 1]]), k=k, workers=-1)
     fi = fi.reshape(len(e), k).ravel()
     ei = np.repeat(np.arange(len(e)), k)
     touch = np.any(f[fi] == e[ei, :1], axis=1) | np.any(f[fi] == e[ei, 1:], axis=1)
