@@ -283,6 +283,8 @@ def write_outputs(photo: str, request, rec, name: str, out_dir: str, bvh: str | 
     objects = reconstruct.build_scene(context, request, rec, set_render_resolution=True)
     summary = rec.summary()
     summary["mask"] = dict(mask_record)
+    if request.intake:
+        summary["intake"] = dict(request.intake)
     # Where the crop was cut (photo pixels): with a mask, the square around it, so it shows the
     # mask was applied and not only found.
     summary.setdefault("crop_box", [round(float(v), 2) for v in rec.crop_box])

@@ -3,9 +3,9 @@ EXR, HDR, ...), into the core's arrays: rgb (H, W, 3) uint8 sRGB with row 0 at t
 
 Blender stores rows bottom-up and gives byte images as their stored values / 255 and float images
 as scene-linear floats; the latter are tone-mapped by image_io.linear_to_srgb8, as the command line
-does. Blender ignores EXIF orientation, and so does this (the camera background shows the same
-pixels the model saw). The EXIF focal length, which bpy does not expose, is read with Pillow when
-Pillow is there.
+does. Blender ignores EXIF orientation; the operators turn the pixels upright themselves
+(dualpm_addon/intake.py) and give the camera an upright copy (`new_image`). The EXIF focal length
+and orientation, which bpy does not expose, are read with Pillow when Pillow is there.
 """
 
 from __future__ import annotations
@@ -69,19 +69,39 @@ def alpha_mask(rgba: np.ndarray, required: bool, name: str) -> np.ndarray | None
     return None
 
 
-def mask_from_image(image, shape: tuple[int, int]) -> np.ndarray:
-    """A mask image: its alpha where that marks something out, else its grey level > 0.5."""
+def mask_from_image(image, shape: tuple[int, int], factor: int = 1, orientation: int = 1) -> np.ndarray:
+    """A mask image: its alpha where that marks something out, else its grey level > 0.5. It is
+    turned upright by its EXIF `orientation`, must then be `shape` (H, W: the upright photo's),
+    and is shrunk as the photo was (`factor`, dualpm_addon/intake.py)."""
     err = core("errors").DualPMError
-    rgba = pixels(image)
+    intake = core("intake")
+    rgba = intake.orient(pixels(image), orientation)
     if rgba.shape[:2] != tuple(shape):
         raise err(f"mask {image.name} is {rgba.shape[1]}x{rgba.shape[0]}, the photo is {shape[1]}x{shape[0]}")
     mask = alpha_mask(rgba, False, image.name)
     if mask is None:
         grey = to_rgb8(image, rgba).astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
         mask = grey > 127.5
+    mask = intake.shrink_mask(mask, factor)
     if not mask.any():
         raise err(f"mask {image.name} is empty (no pixel marks the animal)")
     return mask
+
+
+def new_image(name: str, rgb: np.ndarray):
+    """A packed byte image datablock holding rgb (H, W, 3) uint8 sRGB, row 0 at the top: it is
+    saved inside the .blend (it has no file of its own)."""
+    h, w = rgb.shape[:2]
+    image = bpy.data.images.new(name, int(w), int(h), alpha=False)
+    try:
+        rgba = np.ones((h, w, 4), np.float32)
+        rgba[..., :3] = rgb[::-1] / np.float32(255.0)  # Blender's rows run bottom-up
+        image.pixels.foreach_set(rgba.ravel())
+        image.pack()
+    except BaseException:
+        bpy.data.images.remove(image)
+        raise
+    return image
 
 
 def exif_focal_mm(path: str) -> float | None:

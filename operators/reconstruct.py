@@ -46,6 +46,10 @@ class PhotoRequest:
         self.mask_source = mask_source  # "file" (mask_path), "image" (the panel's), "alpha" or "none"
         self.all_animals = all_animals  # one reconstruction per animal found, not only the largest
         self.animal_errors = []  # (animal index, DualPMError) of animals left out by run_inference_all
+        # (factor, (H, W)): the working photo is the camera background's pixels shrunk by factor
+        # (intake.py); the camera is made for the background's size
+        self.display = (1, tuple(photo.rgb.shape[:2])) if photo is not None else (1, (0, 0))
+        self.intake = {}  # NAME.json's "intake": EXIF orientation applied, the upright size, the factor
 
 
 def gather(context, filepath: str = "", mask_path: str = "", timings: dict | None = None,
@@ -77,8 +81,23 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
             image, new = image_load.load(path)
         if new:
             created.append(image)
-        rgba = image_load.pixels(image)
+        # Upright (EXIF orientation) and at most intake.WORK_MAX_SIDE a side (dualpm_addon/intake.py).
+        intake = core("intake")
+        orientation = intake.exif_orientation(path) if path and os.path.isfile(path) else 1
+        rgba = intake.orient(image_load.pixels(image), orientation)
+        full = tuple(rgba.shape[:2])
+        factor = intake.work_factor(*full)
+        rgba = intake.shrink(rgba, factor)
         rgb = image_load.to_rgb8(image, rgba)
+        display = (factor, full)
+        if orientation != 1:
+            # Blender shows the stored pixels: the camera's background is the upright photo.
+            upright = image_load.new_image(f"{image.name} upright", rgb)
+            created.append(upright)
+            if new:
+                created.remove(image)
+                bpy.data.images.remove(image)
+            image, display = upright, (1, tuple(rgb.shape[:2]))
         mask, mask_source = None, "none"
         mode = mask_mode or (s.mask_mode if s is not None else "NONE")
         if mask_path:
@@ -87,7 +106,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
             except error_type() as e:  # name it a mask: the photo itself was fine
                 raise error_type()(f"mask {e}") from None
             try:
-                mask = image_load.mask_from_image(mimage, rgb.shape[:2])
+                mask = image_load.mask_from_image(mimage, full, factor, _orientation_of(mimage, mask_path))
             finally:
                 if mnew:
                     bpy.data.images.remove(mimage)
@@ -98,7 +117,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
         elif mode == "IMAGE":
             if s is None or s.mask_image is None:
                 raise error_type()("mask: choose a mask image in the DualPM panel, or set Mask to None")
-            mask = image_load.mask_from_image(s.mask_image, rgb.shape[:2])
+            mask = image_load.mask_from_image(s.mask_image, full, factor, _orientation_of(s.mask_image))
             mask_source = "image"
         has_file = bool(path) and os.path.isfile(path)
         sha = pipeline.sha256_file(path) if has_file else hashlib.sha256(rgb.tobytes()).hexdigest()
@@ -114,8 +133,18 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
     settings["character"] = str(getattr(s, "character", "CHARACTER")).lower()
     settings["delight"] = str(getattr(s, "delight", "AUTO")).lower()
     settings["motion"] = str(getattr(s, "motion", "IDLE")).lower()
-    return PhotoRequest(photo, image, created, settings, mask_source,
-                        all_animals=bool(getattr(s, "all_animals", False)))
+    request = PhotoRequest(photo, image, created, settings, mask_source,
+                           all_animals=bool(getattr(s, "all_animals", False)))
+    request.display = display
+    request.intake = {"exif_orientation": int(orientation), "upright_size": [int(full[1]), int(full[0])],
+                      "work_factor": int(factor)}
+    return request
+
+
+def _orientation_of(image, path: str = "") -> int:
+    """A mask image's own EXIF orientation (a mask saved by a phone app is stored as its photo)."""
+    path = path or image_load.image_file_path(image)
+    return core("intake").exif_orientation(path) if path and os.path.isfile(path) else 1
 
 
 def pipeline_settings(settings: dict):
@@ -232,7 +261,7 @@ def build_scene(context, request: PhotoRequest, rec, point_size: float | None = 
     s = getattr(context.scene, "dualpm", None)
     size = point_size if point_size is not None else (s.point_size if s is not None else 0.006)
     objects = scene_build.build(context, rec, image=image, name=name, point_size=size,
-                                set_render_resolution=set_render_resolution)
+                                set_render_resolution=set_render_resolution, display=request.display)
     objects["motion"] = animation.write_motion(context, objects["armature"], rec,
                                                request.settings.get("motion", core("idle").DEFAULT),
                                                set_scene_range=set_render_resolution)

@@ -17,6 +17,7 @@ import numpy as np
 from mathutils import Matrix
 
 from . import camera_frame, points, provenance, rig, surface
+from ._core import core
 
 COLLECTION_PREFIX = "DualPM"
 
@@ -56,16 +57,18 @@ _KINDS = ("objects", "meshes", "armatures", "cameras", "materials", "images", "n
 
 
 def build(context, rec, image=None, name: str | None = None, point_size: float = points.DEFAULT_POINT_SIZE,
-          set_render_resolution: bool = False) -> dict:
+          set_render_resolution: bool = False, display: tuple | None = None) -> dict:
     """Create the collection and its objects; returns {"collection", "camera", "armature",
     "points", "surface"}. `set_render_resolution` (headless files only) makes the scene's render
-    size the photo's, so the camera view matches the photo exactly.
+    size the photo's, so the camera view matches the photo exactly. `display` (factor, (H, W)):
+    the photo the camera is made for, when the reconstruction's was it shrunk by an integer factor
+    (dualpm_addon/intake.py: a large photo is worked on at most 2048 pixels a side).
 
     All or nothing: if anything fails half-way, every datablock made so far is removed again
     before the error goes on (a cancelled operator pushes no undo step to take them away)."""
     before = {kind: set(getattr(bpy.data, kind)) for kind in _KINDS}
     try:
-        return _build(context, rec, image, name, point_size, set_render_resolution)
+        return _build(context, rec, image, name, point_size, set_render_resolution, display)
     except BaseException:
         if context.mode != "OBJECT":
             bpy.ops.object.mode_set(mode="OBJECT")
@@ -76,15 +79,19 @@ def build(context, rec, image=None, name: str | None = None, point_size: float =
         raise
 
 
-def _build(context, rec, image, name, point_size, set_render_resolution) -> dict:
+def _build(context, rec, image, name, point_size, set_render_resolution, display=None) -> dict:
     fit = rec.fit
     stem = name or os.path.splitext(rec.source)[0] or "photo"
     prov = rec.provenance()
     h, w = rec.photo_size
+    k = rec.photo_intrinsics
+    if display is not None and int(display[0]) > 1:
+        factor, (h, w) = int(display[0]), display[1]
+        k = core("intake").scale_intrinsics(k, factor)
     world_from_cv = camera_frame.world_from_opencv(fit.model_to_camera)
 
     col = new_collection(context, f"{COLLECTION_PREFIX} {stem}")
-    cam = add_camera(f"{stem} Camera", col, rec.photo_intrinsics, w, h, world_from_cv, image)
+    cam = add_camera(f"{stem} Camera", col, k, w, h, world_from_cv, image)
     provenance.tag(cam, prov, "camera")
 
     arm = rig.new_armature(context, f"{stem} Rig", fit.rest_skeleton, col)

@@ -299,3 +299,74 @@ def test_the_readme_example_reconstructs_with_the_shipped_model(tmp_path):
     assert s["status"] == "ok" and s["photo_size"] == [166, 109] and s["mask"]["source"] == "none"
     assert s["points_kept"] >= 1000 and s["bones_fitted"] >= 20
     assert sorted(os.listdir(tmp_path)) == [f"muybridge_cat.{e}" for e in ("blend", "glb", "json", "png")]
+
+
+_OPEN_BLEND = r"""
+import json, sys
+import bpy
+import numpy as np
+from bpy_extras.object_utils import world_to_camera_view
+
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+scene = bpy.context.scene
+r = scene.render
+w, h = r.resolution_x, r.resolution_y
+cam = scene.camera
+bg = cam.data.background_images[0].image
+surface = next(o for o in bpy.data.objects if o.get("dualpm_role") == "surface")
+scene.frame_set(1)  # the photo's pose
+ev = surface.evaluated_get(bpy.context.evaluated_depsgraph_get())
+uv = np.array([tuple(world_to_camera_view(scene, cam, ev.matrix_world @ v.co))[:2] for v in ev.data.vertices])
+px = np.stack([uv[:, 0] * w, (1 - uv[:, 1]) * h], 1)
+print(json.dumps({"resolution": [w, h], "background": [bg.name, list(bg.size), bg.packed_file is not None],
+                  "rig_box": [float(px[:, 0].min()), float(px[:, 1].min()), float(px[:, 0].max()),
+                              float(px[:, 1].max())]}))
+"""
+
+
+def _box_iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union
+
+
+@pytest.mark.slow
+def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_kept(tmp_path):
+    """A photo stored sideways with its EXIF orientation is reconstructed upright, as the upright
+    photo is, with an upright camera background; a 2158 x 1417 photo is worked on at half size and
+    its camera made for the full photo: the rig lands on the animal at either size."""
+    from PIL import Image
+
+    photo = os.path.join(env.ROOT, ".cache", "photos", "muybridge_cat.png")
+    if not os.path.isfile(photo):
+        pytest.skip("run scripts/data/photos.sh to fetch muybridge_cat.png")
+    with Image.open(photo) as im:
+        cat = im.convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter counter-clockwise: viewers turn it clockwise
+    cat.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", exif=exif.tobytes(), quality=98)
+    cat.save(tmp_path / "upright.jpg", quality=98)
+    cat.resize((166 * 13, 109 * 13), Image.Resampling.NEAREST).save(tmp_path / "large.png")
+    out = tmp_path / "out"
+    proc = _dualpm("reconstruct", *(str(tmp_path / f) for f in ("upright.jpg", "sideways.jpg", "large.png")),
+                   "--out", str(out), "--motion", "none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = {n: json.loads((out / f"{n}.json").read_text()) for n in ("upright", "sideways", "large")}
+    assert s["upright"]["intake"] == {"exif_orientation": 1, "upright_size": [166, 109], "work_factor": 1}
+    assert s["sideways"]["intake"] == {"exif_orientation": 6, "upright_size": [166, 109], "work_factor": 1}
+    assert s["sideways"]["photo_size"] == [166, 109]
+    # Turned upright, the sideways photo is the upright one to within JPEG's 8 x 8 blocks.
+    assert np.allclose(s["sideways"]["animal_box"], s["upright"]["animal_box"], atol=3)
+    assert s["large"]["intake"] == {"exif_orientation": 1, "upright_size": [2158, 1417], "work_factor": 2}
+    assert s["large"]["photo_size"] == [1079, 708] and s["large"]["rig_iou"] > 0.5
+    for name, size, packed, factor in (("sideways", [166, 109], True, 1), ("large", [2158, 1417], True, 2)):
+        r = subprocess.run([sys.executable, "-c", _OPEN_BLEND, str(out / f"{name}.blend")], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        assert got["resolution"] == size and got["background"][1] == size and got["background"][2] == packed
+        if name == "sideways":
+            assert got["background"][0].endswith("upright")
+        animal = [factor * v for v in s[name]["animal_box"]]
+        assert _box_iou(got["rig_box"], animal) > 0.6, (got["rig_box"], animal)
