@@ -37,7 +37,32 @@ def load(path: str):
         if created:
             bpy.data.images.remove(image)
         raise err(f"{name}: not an image Blender can read (unknown format or damaged file)")
+    if truncated_jpeg(path):
+        if created:
+            bpy.data.images.remove(image)
+        raise err(f"{name}: damaged image: the JPEG file is cut short (an interrupted copy or download?)")
     return image, created
+
+
+def truncated_jpeg(path: str) -> bool:
+    """A JPEG whose data stops early. Blender decodes what is there and greys the rest (libjpeg
+    warns on the console only), which would be reconstructed as if it were the photo. Pillow,
+    decoding at an eighth of the size, finds it in ~0.04 s for a 24 MP photo."""
+    if os.path.splitext(path)[1].lower() not in (".jpg", ".jpeg", ".jpe", ".jfif"):
+        return False
+    try:
+        from PIL import Image
+    except ImportError:
+        return False
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+            im.load()
+    except OSError as e:
+        return "truncated" in str(e)
+    except Exception:  # noqa: BLE001 - Blender read it; anything else Pillow dislikes is not ours to judge
+        return False
+    return False
 
 
 def pixels(image) -> np.ndarray:

@@ -335,7 +335,8 @@ def _box_iou(a, b) -> float:
 def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_kept(tmp_path):
     """A photo stored sideways with its EXIF orientation is reconstructed upright, as the upright
     photo is, with an upright camera background; a 2158 x 1417 photo is worked on at half size and
-    its camera made for the full photo: the rig lands on the animal at either size."""
+    its camera made for the full photo: the rig lands on the animal at either size. A JPEG cut
+    short fails with one line and leaves nothing but its JSON."""
     from PIL import Image
 
     photo = os.path.join(env.ROOT, ".cache", "photos", "muybridge_cat.png")
@@ -348,10 +349,17 @@ def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_
     cat.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", exif=exif.tobytes(), quality=98)
     cat.save(tmp_path / "upright.jpg", quality=98)
     cat.resize((166 * 13, 109 * 13), Image.Resampling.NEAREST).save(tmp_path / "large.png")
+    data = (tmp_path / "upright.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # Blender would decode the top half
     out = tmp_path / "out"
-    proc = _dualpm("reconstruct", *(str(tmp_path / f) for f in ("upright.jpg", "sideways.jpg", "large.png")),
+    proc = _dualpm("reconstruct", *(str(tmp_path / f) for f in ("upright.jpg", "sideways.jpg", "large.png", "cut.jpg")),
                    "--out", str(out), "--motion", "none")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    cut = json.loads((out / "cut.json").read_text())
+    assert cut["status"] == "failed" and cut["reason"] == ("cut.jpg: damaged image: the JPEG file is cut short "
+                                                           "(an interrupted copy or download?)")
+    assert sorted(os.listdir(out)) == sorted([f"{n}.{e}" for n in ("upright", "sideways", "large")
+                                              for e in ("blend", "glb", "json", "png")] + ["cut.json"])
     s = {n: json.loads((out / f"{n}.json").read_text()) for n in ("upright", "sideways", "large")}
     assert s["upright"]["intake"] == {"exif_orientation": 1, "upright_size": [166, 109], "work_factor": 1}
     assert s["sideways"]["intake"] == {"exif_orientation": 6, "upright_size": [166, 109], "work_factor": 1}
