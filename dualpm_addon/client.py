@@ -85,6 +85,11 @@ class _NoDelayTLSConnection(http.client.HTTPSConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+# The pipe readers' thread names: they only wait in a read on the server's pipes, so a forked
+# copy of this process made beside them is safe (video/forked.allowed).
+PIPE_READERS = ("dualpm-server-stdout", "dualpm-server-stderr")
+
+
 class LocalServer:
     """A `python -m model_server` subprocess and what it said."""
 
@@ -129,8 +134,8 @@ class LocalServer:
     def handshake(self, timeout: float, cancelled: threading.Event):
         """Start the pipe readers and wait for the one-line handshake (url, token)."""
         if not self._readers:
-            self._readers = [threading.Thread(target=self._read_stdout, daemon=True, name="dualpm-server-stdout"),
-                             threading.Thread(target=self._read_stderr, daemon=True, name="dualpm-server-stderr")]
+            self._readers = [threading.Thread(target=self._read_stdout, daemon=True, name=PIPE_READERS[0]),
+                             threading.Thread(target=self._read_stderr, daemon=True, name=PIPE_READERS[1])]
             for t in self._readers:
                 t.start()
         self.url, self.token = self._handshake(timeout, cancelled)

@@ -105,13 +105,25 @@ def test_forked_returns_an_array_or_a_one_line_error():
     def fails():
         raise ValueError("bad window\nsecond line")
 
-    with pytest.raises(DualPMError, match=r"second process failed \(ValueError: bad window\)$"):
+    with pytest.raises(DualPMError, match=r"^animate: the clip fit's second process failed \(ValueError: bad window\)$"):
         forked.Forked(fails).result()
+    with pytest.raises(DualPMError, match=r"^preview: its forked copy failed \(ValueError: bad window\)$"):
+        forked.Forked(fails, "preview: its forked copy").result()
     done = threading.Event()
     t = threading.Thread(target=done.wait)
     t.start()
     try:
         assert not forked.allowed()  # another thread runs: no fork
+        assert not forked.allowed(forked.PIPE_READERS)
+    finally:
+        done.set()
+        t.join()
+    # The inference client's pipe readers (named) do not stop a fork when the caller says so.
+    t = threading.Thread(target=done.wait, name=forked.PIPE_READERS[0])
+    done.clear()
+    t.start()
+    try:
+        assert not forked.allowed() and forked.allowed(forked.PIPE_READERS)
     finally:
         done.set()
         t.join()

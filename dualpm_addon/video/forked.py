@@ -20,13 +20,17 @@ import threading
 
 import numpy as np
 
+from ..client import PIPE_READERS  # noqa: F401 - the inference client's threads a copy may be made beside
 from ..errors import DualPMError
 
 
-def allowed() -> bool:
+def allowed(ignore: tuple = ()) -> bool:
+    """Fork is safe here: fit_process.available, and no thread but this one runs (threads named
+    in `ignore` aside)."""
     from .fit_process import available
 
-    return available() and threading.active_count() == 1
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and t.name not in ignore]
+    return available() and not others
 
 
 def kill_and_reap(pid: int) -> None:
@@ -67,7 +71,7 @@ def fork_child() -> int:
 
 
 class Forked:
-    def __init__(self, fn, what: str = "the clip fit's second process"):
+    def __init__(self, fn, what: str = "animate: the clip fit's second process"):
         """Run fn() in a forked copy; `what` names it in result()'s error."""
         r, w = os.pipe()
         self.what = what
@@ -105,7 +109,7 @@ class Forked:
         if data[:1] == b"A":
             return np.load(io.BytesIO(data[1:]), allow_pickle=False)
         why = data[1:].decode("utf-8", "replace") if data[:1] == b"E" else "it ended without a result"
-        raise DualPMError(f"animate: {self.what} failed ({why})")
+        raise DualPMError(f"{self.what} failed ({why})")
 
     def kill(self) -> None:
         """Stop the copy (if it still runs) and reap it; idempotent."""

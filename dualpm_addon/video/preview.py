@@ -122,7 +122,7 @@ def write_preview(path: str, frames: np.ndarray, clip, fps: float) -> str:
     job = None
     if n >= FORK_MIN_FRAMES and half <= FORK_MAX_BYTES and forked.allowed():
         job = forked.Forked(lambda: np.stack(list(side_by_side(frames, clip, range(mid, n)))),
-                            "the preview's second process")
+                            "animate: the preview's second process")
 
     def second():  # awaited only once the first half is encoded
         yield from job.result()
