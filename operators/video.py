@@ -200,6 +200,8 @@ def background_for(result) -> tuple:
     consecutive = len(clip.numbers) < 2 or np.all(np.diff(clip.numbers) == 1)
     if not consecutive:
         return None, {}  # resampled: scene frames no longer match the file's frames
+    if getattr(clip, "rotation", 0):
+        return None, {}  # a phone's portrait video: Blender would show its frames as stored, sideways
     image, user = load_background(clip.path, len(clip), int(clip.numbers[0]) - 1)
     return image, user
 

@@ -216,3 +216,33 @@ def test_reduced_size_keeps_aspect_and_even_sizes():
     assert decode.reduced_size(1080, 1920, 640) == (360, 640)
     assert decode.reduced_size(1001, 3001) == (214, 640)
     assert decode.reduced_size(120, 181) == (120, 181)  # small enough: untouched
+
+
+@pytest.mark.parametrize("display_deg,turns", [(-90, 3), (90, 1), (180, 2)])
+def test_a_phone_video_is_read_upright_by_its_display_matrix(tmp_path, cat_frames, display_deg, turns):
+    """A phone stores a portrait clip landscape with a display matrix that players turn it by
+    (-90: a quarter turn clockwise); the clip is the frames as a player shows them."""
+    import av
+
+    upright = cat_frames[:4]
+    stored = np.stack([np.ascontiguousarray(np.rot90(f, -turns)) for f in upright])  # as the phone wrote it
+    path = str(tmp_path / "phone.mp4")
+    with av.open(path, mode="w") as out:
+        stream = out.add_stream("libx264", rate=12)
+        stream.width, stream.height = stored.shape[2], stored.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.set_display_rotation(display_deg)
+        for f in stored:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    clip = decode.read(path)
+    assert clip.rotation == 90 * turns and clip.summary()["rotation_deg"] == 90 * turns
+    assert clip.frames.shape == upright.shape and clip.size == upright.shape[1:3] == clip.source_size
+    assert np.abs(clip.frames.astype(int) - upright.astype(int)).mean() < 6.0
+
+
+def test_quarter_turns_from_a_display_rotation():
+    assert [decode.quarter_turns(r) for r in (0, -90, 90, 180, -180, 89.6, -271, None, float("nan"))] == \
+        [0, 3, 1, 2, 2, 1, 1, 0, 0]

@@ -67,6 +67,7 @@ class Clip:
     duration: float  # the source's length in seconds
     codec: str = ""
     files: list = field(default_factory=list)  # a sequence's image files, one per frame
+    rotation: int = 0  # degrees counter-clockwise the stored frames were turned to be upright
 
     @property
     def scale(self) -> float:
@@ -82,7 +83,7 @@ class Clip:
                 "source_size": [int(self.source_size[1]), int(self.source_size[0])],
                 "decoded_size": [int(self.size[1]), int(self.size[0])],
                 "start_s": round(float(self.times[0]), 6), "end_s": round(float(self.times[-1]), 6),
-                "duration_s": round(float(self.duration), 6)}
+                "duration_s": round(float(self.duration), 6), "rotation_deg": int(self.rotation)}
 
 
 def reduced_size(height: int, width: int, max_side: int = MAX_SIDE) -> tuple[int, int]:
@@ -93,6 +94,18 @@ def reduced_size(height: int, width: int, max_side: int = MAX_SIDE) -> tuple[int
         return int(height), int(width)
     s = max_side / longer
     return max(2, int(round(height * s / 2)) * 2), max(2, int(round(width * s / 2)) * 2)
+
+
+def quarter_turns(rotation) -> int:
+    """Quarter turns counter-clockwise (0-3, as np.rot90's k) that show a frame upright, from its
+    display matrix's rotation (PyAV's VideoFrame.rotation: degrees the display turns the stored
+    frame counter-clockwise). A phone's portrait video is stored landscape with -90: a quarter
+    turn clockwise, as FFmpeg's players turn it. Angles between quarter turns go to the nearest."""
+    try:
+        r = float(rotation or 0.0)
+    except (TypeError, ValueError):
+        return 0
+    return int(round(r / 90.0)) % 4 if np.isfinite(r) else 0
 
 
 def check_range(start, end, fps) -> None:
@@ -250,7 +263,7 @@ def _read_video(path, start, end, fps, max_side, max_frames, report, cancelled) 
         frames, times, numbers = [], [], []
         size = source_size = None
         next_tick = None
-        decoded = 0
+        decoded = turns = 0
         last_time = None
         try:
             for frame in container.decode(stream):
@@ -263,6 +276,8 @@ def _read_video(path, start, end, fps, max_side, max_frames, report, cancelled) 
                 if source_size is None:
                     source_size = shape
                     size = reduced_size(*shape, max_side)
+                    # The stream's display matrix: the clip is the frames as a player shows them.
+                    turns = quarter_turns(getattr(frame, "rotation", 0))
                 elif shape != source_size:
                     raise DualPMError(f"{name}: frames change size at {t:.3f} s ({source_size[1]}x{source_size[0]} "
                                       f"to {shape[1]}x{shape[0]})")
@@ -280,7 +295,7 @@ def _read_video(path, start, end, fps, max_side, max_frames, report, cancelled) 
                                       f"--start/--end or fewer with --fps")
                 img = frame.reformat(width=size[1], height=size[0], format="rgb24",
                                      interpolation="AREA" if size != source_size else None).to_ndarray()
-                frames.append(np.ascontiguousarray(img, dtype=np.uint8))
+                frames.append(np.ascontiguousarray(np.rot90(img, turns) if turns else img, dtype=np.uint8))
                 times.append(t)
                 numbers.append(int(round(t * source_fps)) + 1)  # from the clock: right after a seek too
                 if report is not None and duration:
@@ -307,10 +322,13 @@ def _read_video(path, start, end, fps, max_side, max_frames, report, cancelled) 
                 raise DualPMError(f"{name}: truncated video: frames stop at {covered:.3f} s of the "
                                   f"{duration:.3f} s the file declares")
     clip_fps = float(fps) if fps is not None else source_fps
+    if turns % 2:  # sizes of the upright frames
+        source_size, size = source_size[::-1], size[::-1]
     return Clip(path=path, kind="video", frames=np.stack(frames), times=np.asarray(times, np.float64),
                 numbers=np.asarray(numbers, np.int64), names=[f"{n:06d}" for n in numbers], fps=clip_fps,
-                source_fps=source_fps, source_size=source_size, size=size,
-                duration=float(duration) if duration else float(times[-1] + 1.0 / source_fps), codec=codec)
+                source_fps=source_fps, source_size=tuple(source_size), size=tuple(size),
+                duration=float(duration) if duration else float(times[-1] + 1.0 / source_fps), codec=codec,
+                rotation=90 * turns)
 
 
 def _frame_time(frame, stream, index: int, rate: float) -> float:
