@@ -355,6 +355,8 @@ def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_
     proc = _dualpm("reconstruct", *(str(tmp_path / f) for f in ("upright.jpg", "sideways.jpg", "large.png", "cut.jpg")),
                    "--out", str(out), "--motion", "none")
     assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "sideways: ok" in proc.stderr and "turned upright (EXIF orientation 6)" in proc.stderr
+    assert "worked on at 1/2 of its 2158x1417" in proc.stderr
     cut = json.loads((out / "cut.json").read_text())
     assert cut["status"] == "failed" and cut["reason"] == ("cut.jpg: damaged image: the JPEG file is cut short "
                                                            "(an interrupted copy or download?)")
