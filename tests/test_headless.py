@@ -351,17 +351,30 @@ def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_
     cat.resize((166 * 13, 109 * 13), Image.Resampling.NEAREST).save(tmp_path / "large.png")
     data = (tmp_path / "upright.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # Blender would decode the top half
+    # Masks beside the photos, drawn upright as an editor shows the photo: a box on the cat.
+    (tmp_path / "masked.jpg").write_bytes((tmp_path / "sideways.jpg").read_bytes())
+    box = np.zeros((109, 166), np.uint8)
+    box[20:100, 10:150] = 255
+    Image.fromarray(box).save(tmp_path / "masked.mask.png")
+    (tmp_path / "large_masked.png").write_bytes((tmp_path / "large.png").read_bytes())
+    Image.fromarray(np.kron(box, np.ones((13, 13), np.uint8))).save(tmp_path / "large_masked.mask.png")
     out = tmp_path / "out"
-    proc = _dualpm("reconstruct", *(str(tmp_path / f) for f in ("upright.jpg", "sideways.jpg", "large.png", "cut.jpg")),
-                   "--out", str(out), "--motion", "none")
+    photos = ("upright.jpg", "sideways.jpg", "large.png", "cut.jpg", "masked.jpg", "large_masked.png")
+    proc = _dualpm("reconstruct", *(str(tmp_path / f) for f in photos), "--out", str(out), "--motion", "none")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "sideways: ok" in proc.stderr and "turned upright (EXIF orientation 6)" in proc.stderr
     assert "worked on at 1/2 of its 2158x1417" in proc.stderr
     cut = json.loads((out / "cut.json").read_text())
     assert cut["status"] == "failed" and cut["reason"] == ("cut.jpg: damaged image: the JPEG file is cut short "
                                                            "(an interrupted copy or download?)")
-    assert sorted(os.listdir(out)) == sorted([f"{n}.{e}" for n in ("upright", "sideways", "large")
+    assert sorted(os.listdir(out)) == sorted([f"{n}.{e}" for n in ("upright", "sideways", "large", "masked",
+                                                                    "large_masked")
                                               for e in ("blend", "glb", "json", "png")] + ["cut.json"])
+    # The masks were used as drawn: upright beside the sideways photo, shrunk with the large one.
+    for name, scale in (("masked", 1), ("large_masked", 13 / 2)):
+        summary = json.loads((out / f"{name}.json").read_text())
+        assert summary["mask"]["source"] == "beside" and summary["mask_source"] == "user"
+        assert np.allclose(summary["animal_box"], np.array([10, 20, 150, 100]) * scale, atol=1)
     s = {n: json.loads((out / f"{n}.json").read_text()) for n in ("upright", "sideways", "large")}
     assert s["upright"]["intake"] == {"exif_orientation": 1, "upright_size": [166, 109], "work_factor": 1}
     assert s["sideways"]["intake"] == {"exif_orientation": 6, "upright_size": [166, 109], "work_factor": 1}
