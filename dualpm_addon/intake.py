@@ -69,8 +69,10 @@ def orient(a: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def work_factor(height: int, width: int, max_side: int = WORK_MAX_SIDE) -> int:
-    """Pixels a side that `shrink` averages into one so the photo is at most `max_side` a side."""
-    return max(1, math.ceil(max(int(height), int(width)) / float(max_side)))
+    """Pixels a side that `shrink` averages into one so the photo is at most `max_side` a side
+    (never so many that a side would vanish: a 30000 x 10 strip keeps its 10 rows' worth)."""
+    f = max(1, math.ceil(max(int(height), int(width)) / float(max_side)))
+    return max(1, min(f, int(height), int(width)))
 
 
 def shrink(a: np.ndarray, factor: int) -> np.ndarray:

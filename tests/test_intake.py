@@ -44,7 +44,8 @@ def test_work_factor_keeps_every_side_within_the_limit():
     assert intake.work_factor(2048, 1000) == 1
     assert intake.work_factor(1000, 2049) == 2
     assert intake.work_factor(4018, 6000) == 3
-    for h, w in ((4018, 6000), (3024, 4032), (8000, 100), (2049, 2049)):
+    assert intake.work_factor(3, 30000) == 3 and intake.work_factor(1, 9000) == 1  # a side never vanishes
+    for h, w in ((4018, 6000), (3024, 4032), (8000, 300), (2049, 2049)):
         f = intake.work_factor(h, w)
         assert max(h // f, w // f) <= intake.WORK_MAX_SIDE and (f == 1 or max(h, w) / (f - 1) > intake.WORK_MAX_SIDE)
 
