@@ -27,21 +27,56 @@ def load(path: str):
     name = os.path.basename(path) or path
     if not path or not os.path.isfile(path):
         raise err(f"{path or 'no photo chosen'}: no such file")
+    hint = UNREADABLE_HINTS.get(os.path.splitext(path)[1].lower())
     before = set(bpy.data.images)
     try:
         image = bpy.data.images.load(path, check_existing=True)
     except RuntimeError as e:
-        raise err(f"{name}: Blender cannot read it ({str(e).splitlines()[0]})") from None
-    created = image not in before
-    if image.size[0] * image.size[1] == 0 or not image.has_data:
+        image = None
+        why = f"{name}: Blender cannot read it ({str(e).splitlines()[0]})"
+    else:
+        why = f"{name}: not an image Blender can read (unknown format or damaged file)"
+    created = image is not None and image not in before
+    if image is None or image.size[0] * image.size[1] == 0 or not image.has_data:
         if created:
             bpy.data.images.remove(image)
-        raise err(f"{name}: not an image Blender can read (unknown format or damaged file)")
+        if hint:
+            raise err(f"{name}: {hint}")
+        # A format Pillow reads and Blender does not (AVIF): its stored pixels in a packed image.
+        fallback = _pillow_image(path, name)
+        if fallback is None:
+            raise err(why)
+        return fallback, True
     if truncated_jpeg(path):
         if created:
             bpy.data.images.remove(image)
         raise err(f"{name}: damaged image: the JPEG file is cut short (an interrupted copy or download?)")
     return image, created
+
+
+# Formats phones and cameras write that neither Blender nor this build's Pillow reads.
+_HEIF = ("HEIC/HEIF (an iPhone's default format) is not a format Blender reads: export the photo as JPEG, "
+         "or set the iPhone's Settings > Camera > Formats to Most Compatible")
+_RAW = "a camera RAW file is not a format Blender reads: develop it to JPEG or TIFF first"
+UNREADABLE_HINTS = {".heic": _HEIF, ".heif": _HEIF, ".hif": _HEIF,
+                    **{ext: _RAW for ext in (".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2", ".pef",
+                                             ".srw")}}
+
+
+def _pillow_image(path: str, name: str):
+    """A packed image datablock of the file's stored pixels decoded by Pillow (row 0 at the top,
+    EXIF orientation not applied: gather applies it as for any photo), or None when Pillow cannot
+    read it either."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(path) as im:
+            rgba = np.asarray(im.convert("RGBA"))
+    except Exception:  # noqa: BLE001 - neither reads it: the caller reports Blender's reason
+        return None
+    return new_image(name, rgba[..., :3], alpha=rgba[..., 3])
 
 
 def truncated_jpeg(path: str) -> bool:
@@ -113,14 +148,16 @@ def mask_from_image(image, shape: tuple[int, int], factor: int = 1, orientation:
     return mask
 
 
-def new_image(name: str, rgb: np.ndarray):
-    """A packed byte image datablock holding rgb (H, W, 3) uint8 sRGB, row 0 at the top: it is
-    saved inside the .blend (it has no file of its own)."""
+def new_image(name: str, rgb: np.ndarray, alpha: np.ndarray | None = None):
+    """A packed byte image datablock holding rgb (H, W, 3) uint8 sRGB (and alpha (H, W) uint8),
+    row 0 at the top: it is saved inside the .blend (it has no file of its own)."""
     h, w = rgb.shape[:2]
-    image = bpy.data.images.new(name, int(w), int(h), alpha=False)
+    image = bpy.data.images.new(name, int(w), int(h), alpha=alpha is not None)
     try:
         rgba = np.ones((h, w, 4), np.float32)
         rgba[..., :3] = rgb[::-1] / np.float32(255.0)  # Blender's rows run bottom-up
+        if alpha is not None:
+            rgba[..., 3] = alpha[::-1] / np.float32(255.0)
         image.pixels.foreach_set(rgba.ravel())
         image.pack()
     except BaseException:

@@ -324,6 +324,10 @@ print(json.dumps({"resolution": [w, h], "background": [bg.name, list(bg.size), b
 """
 
 
+def s_upright_box(out) -> list:
+    return json.loads((out / "upright.json").read_text())["animal_box"]
+
+
 def _box_iou(a, b) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -335,8 +339,9 @@ def _box_iou(a, b) -> float:
 def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_kept(tmp_path):
     """A photo stored sideways with its EXIF orientation is reconstructed upright, as the upright
     photo is, with an upright camera background; a 2158 x 1417 photo is worked on at half size and
-    its camera made for the full photo: the rig lands on the animal at either size. A JPEG cut
-    short fails with one line and leaves nothing but its JSON."""
+    its camera made for the full photo: the rig lands on the animal at either size. An AVIF
+    (which Pillow reads and Blender does not) works; a JPEG cut short and an iPhone's HEIC fail
+    with one line each and leave nothing but their JSON."""
     from PIL import Image
 
     photo = os.path.join(env.ROOT, ".cache", "photos", "muybridge_cat.png")
@@ -358,18 +363,27 @@ def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_
     Image.fromarray(box).save(tmp_path / "masked.mask.png")
     (tmp_path / "large_masked.png").write_bytes((tmp_path / "large.png").read_bytes())
     Image.fromarray(np.kron(box, np.ones((13, 13), np.uint8))).save(tmp_path / "large_masked.mask.png")
+    # AVIF: Pillow reads it, Blender does not; HEIC: neither (an iPhone's default), a one-line hint.
+    cat.save(tmp_path / "modern.avif")
+    (tmp_path / "iphone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(100))
     out = tmp_path / "out"
-    photos = ("upright.jpg", "sideways.jpg", "large.png", "cut.jpg", "masked.jpg", "large_masked.png")
+    photos = ("upright.jpg", "sideways.jpg", "large.png", "cut.jpg", "masked.jpg", "large_masked.png", "modern.avif",
+              "iphone.heic")
     proc = _dualpm("reconstruct", *(str(tmp_path / f) for f in photos), "--out", str(out), "--motion", "none")
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]  # two photos failed: the cut JPEG and the HEIC
     assert "sideways: ok" in proc.stderr and "turned upright (EXIF orientation 6)" in proc.stderr
     assert "worked on at 1/2 of its 2158x1417" in proc.stderr
     cut = json.loads((out / "cut.json").read_text())
     assert cut["status"] == "failed" and cut["reason"] == ("cut.jpg: damaged image: the JPEG file is cut short "
                                                            "(an interrupted copy or download?)")
+    heic = json.loads((out / "iphone.json").read_text())
+    assert heic["status"] == "failed" and heic["reason"].startswith("iphone.heic: HEIC/HEIF (an iPhone's default")
     assert sorted(os.listdir(out)) == sorted([f"{n}.{e}" for n in ("upright", "sideways", "large", "masked",
-                                                                    "large_masked")
-                                              for e in ("blend", "glb", "json", "png")] + ["cut.json"])
+                                                                    "large_masked", "modern")
+                                              for e in ("blend", "glb", "json", "png")] + ["cut.json", "iphone.json"])
+    avif = json.loads((out / "modern.json").read_text())
+    assert avif["status"] == "ok" and avif["photo_size"] == [166, 109]
+    assert np.allclose(avif["animal_box"], s_upright_box(out), atol=3)
     # The masks were used as drawn: upright beside the sideways photo, shrunk with the large one.
     for name, scale in (("masked", 1), ("large_masked", 13 / 2)):
         summary = json.loads((out / f"{name}.json").read_text())
