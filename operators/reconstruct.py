@@ -24,6 +24,7 @@ import threading
 import time
 
 import bpy
+import numpy as np
 from bpy.props import StringProperty
 
 from . import animation, image_load, modal, preferences, scene_build, session
@@ -83,12 +84,17 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
             created.append(image)
         # Upright (EXIF orientation) and at most intake.WORK_MAX_SIDE a side (dualpm_addon/intake.py).
         intake = core("intake")
-        orientation = intake.exif_orientation(path) if path and os.path.isfile(path) else 1
-        rgba = intake.orient(image_load.pixels(image), orientation)
-        full = tuple(rgba.shape[:2])
+        on_disk = bool(path) and os.path.isfile(path)
+        orientation = intake.exif_orientation(path) if on_disk else 1
+        full = intake.upright_shape(tuple(image.size)[::-1], orientation)
         factor = intake.work_factor(*full)
-        rgba = intake.shrink(rgba, factor)
-        rgb = image_load.to_rgb8(image, rgba)
+        fast = image_load.shrunk_jpeg(path, factor) if on_disk and factor > 1 else None
+        if fast is not None:  # a large JPEG, decoded small by libjpeg
+            rgb, factor = np.ascontiguousarray(intake.orient(fast[0], orientation)), fast[1]
+            rgba = np.concatenate([rgb / np.float32(255.0), np.ones(rgb.shape[:2] + (1,), np.float32)], axis=2)
+        else:
+            rgba = intake.shrink(intake.orient(image_load.pixels(image), orientation), factor)
+            rgb = image_load.to_rgb8(image, rgba)
         display = (factor, full)
         if orientation != 1:
             # Blender shows the stored pixels: the camera's background is the upright photo.

@@ -354,6 +354,7 @@ def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_
     cat.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", exif=exif.tobytes(), quality=98)
     cat.save(tmp_path / "upright.jpg", quality=98)
     cat.resize((166 * 13, 109 * 13), Image.Resampling.NEAREST).save(tmp_path / "large.png")
+    cat.resize((166 * 13, 109 * 13), Image.Resampling.NEAREST).save(tmp_path / "large_jpeg.jpg", quality=95)
     data = (tmp_path / "upright.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # Blender would decode the top half
     # Masks beside the photos, drawn upright as an editor shows the photo: a box on the cat.
@@ -371,7 +372,7 @@ def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_
         cat.save(tmp_path / "modern.avif")
     (tmp_path / "iphone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(100))
     out = tmp_path / "out"
-    photos = ("upright.jpg", "sideways.jpg", "large.png", "cut.jpg", "masked.jpg", "large_masked.png",
+    photos = ("upright.jpg", "sideways.jpg", "large.png", "large_jpeg.jpg", "cut.jpg", "masked.jpg", "large_masked.png",
               *(("modern.avif",) if avif else ()), "iphone.heic")
     proc = _dualpm("reconstruct", *(str(tmp_path / f) for f in photos), "--out", str(out), "--motion", "none")
     assert proc.returncode == 2, proc.stderr[-3000:]  # two photos failed: the cut JPEG and the HEIC
@@ -382,7 +383,7 @@ def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_
                                                            "(an interrupted copy or download?)")
     heic = json.loads((out / "iphone.json").read_text())
     assert heic["status"] == "failed" and heic["reason"].startswith("iphone.heic: HEIC/HEIF (an iPhone's default")
-    ok = ("upright", "sideways", "large", "masked", "large_masked", *(("modern",) if avif else ()))
+    ok = ("upright", "sideways", "large", "large_jpeg", "masked", "large_masked", *(("modern",) if avif else ()))
     assert sorted(os.listdir(out)) == sorted([f"{n}.{e}" for n in ok for e in ("blend", "glb", "json", "png")]
                                              + ["cut.json", "iphone.json"])
     if avif:
@@ -402,7 +403,13 @@ def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_
     assert np.allclose(s["sideways"]["animal_box"], s["upright"]["animal_box"], atol=3)
     assert s["large"]["intake"] == {"exif_orientation": 1, "upright_size": [2158, 1417], "work_factor": 2}
     assert s["large"]["photo_size"] == [1079, 708] and s["large"]["rig_iou"] > 0.5
-    for name, size, packed, factor in (("sideways", [166, 109], True, 1), ("large", [2158, 1417], True, 2)):
+    # A large JPEG is decoded at half size by libjpeg itself (image_load.shrunk_jpeg): the same sizes.
+    large_jpeg = json.loads((out / "large_jpeg.json").read_text())
+    assert large_jpeg["intake"] == s["large"]["intake"] and large_jpeg["photo_size"] == [1079, 708]
+    assert large_jpeg["rig_iou"] > 0.5
+    for name, size, packed, factor in (("sideways", [166, 109], True, 1), ("large", [2158, 1417], True, 2),
+                                       ("large_jpeg", [2158, 1417], True, 2)):
+        s.setdefault(name, json.loads((out / f"{name}.json").read_text()))
         r = subprocess.run([sys.executable, "-c", _OPEN_BLEND, str(out / f"{name}.blend")], capture_output=True,
                            text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
