@@ -104,3 +104,15 @@ def shrink_mask(mask: np.ndarray, factor: int) -> np.ndarray:
 def scale_intrinsics(k: np.ndarray, factor: int) -> np.ndarray:
     """The working photo's camera matrix in the original photo's pixels."""
     return np.diag([float(factor), float(factor), 1.0]) @ np.asarray(k, dtype=np.float64)
+
+
+def describe(record: dict) -> str:
+    """What the intake did, for a status line ("" when nothing): record is NAME.json's `intake`
+    ({"exif_orientation", "upright_size" [W, H], "work_factor"})."""
+    notes = []
+    if record.get("exif_orientation", 1) != 1:
+        notes.append(f"turned upright (EXIF orientation {record['exif_orientation']})")
+    if record.get("work_factor", 1) > 1:
+        w, h = record["upright_size"]
+        notes.append(f"worked on at 1/{record['work_factor']} of its {w}x{h}")
+    return ", ".join(notes)

@@ -402,10 +402,11 @@ def run(args) -> int:
                         continue
                     t = summary["timings_s"]
                     m = summary["mask"]
+                    turned = core("intake").describe(summary.get("intake") or {})
                     _say(f"[{i}/{len(names)}] {label}: ok, animal {summary['animal_index']} of "
                          f"{summary['animals_found']}, mask {m['source']}"
-                         f"{' ' + os.path.basename(m['path']) if m['path'] else ''}, {_intake_note(summary)}"
-                         f"{summary['points_kept']} points, {summary['bones_fitted']} bones "
+                         f"{' ' + os.path.basename(m['path']) if m['path'] else ''}, "
+                         f"{turned + ', ' if turned else ''}{summary['points_kept']} points, {summary['bones_fitted']} bones "
                          f"fitted, residual {summary['fit_residual_rms_m'] * 100:.1f} cm; " +
                          ", ".join(f"{k} {t[k]:.2f} s" for k in ("load", "inference", "fit", "import") if k in t))
             except KeyboardInterrupt:
@@ -436,18 +437,6 @@ def run(args) -> int:
     else:
         _say(f"{len(names) - failed} of {len(names)} photos reconstructed into {args.out}")
     return core("batch").exit_code(failed)
-
-
-def _intake_note(summary: dict) -> str:
-    """What the intake did to the photo, for the console line ("" when nothing)."""
-    intake = summary.get("intake") or {}
-    notes = []
-    if intake.get("exif_orientation", 1) != 1:
-        notes.append(f"turned upright (EXIF orientation {intake['exif_orientation']})")
-    if intake.get("work_factor", 1) > 1:
-        w, h = intake["upright_size"]
-        notes.append(f"worked on at 1/{intake['work_factor']} of its {w}x{h}")
-    return "".join(n + ", " for n in notes)
 
 
 def _version() -> str:

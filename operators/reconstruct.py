@@ -430,8 +430,10 @@ def _remember(recs: list) -> None:
 
 
 def _report_done(op, request: PhotoRequest, recs: list) -> None:
-    op.report({"INFO"}, _done_message(recs[0]) if len(recs) == 1 and not request.animal_errors else
-              f"DualPM: {len(recs)} animals of {recs[0].animals_found} found; the largest: {_done_message(recs[0])}")
+    turned = core("intake").describe(request.intake)  # "turned upright (EXIF orientation 6)", ...
+    op.report({"INFO"}, (_done_message(recs[0]) if len(recs) == 1 and not request.animal_errors else
+                         f"DualPM: {len(recs)} animals of {recs[0].animals_found} found; the largest: "
+                         f"{_done_message(recs[0])}") + (f"; the photo was {turned}" if turned else ""))
     for index, e in request.animal_errors:
         op.report({"WARNING"}, f"DualPM: animal {index} left out: {e}")
 

@@ -74,3 +74,10 @@ def test_shrink_mask_keeps_blocks_at_least_half_covered():
     mask[0, 4] = True  # a quarter of one
     assert np.array_equal(intake.shrink_mask(mask, 2), [[True, False, False], [False, True, False]])
     assert intake.shrink_mask(mask, 1).dtype == bool
+
+
+def test_describe_says_what_was_done_and_nothing_otherwise():
+    assert intake.describe({}) == ""
+    assert intake.describe({"exif_orientation": 1, "upright_size": [166, 109], "work_factor": 1}) == ""
+    assert intake.describe({"exif_orientation": 6, "upright_size": [3024, 4032], "work_factor": 2}) == \
+        "turned upright (EXIF orientation 6), worked on at 1/2 of its 3024x4032"
