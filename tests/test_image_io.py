@@ -201,3 +201,20 @@ def test_read_mask(tmp_path):
     Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "empty.png")
     with pytest.raises(DualPMError, match="mask empty.png is empty"):
         image_io.read_mask(tmp_path / "empty.png")
+
+
+def test_a_large_jpeg_decodes_small_when_the_caller_shrinks_it_anyway(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((1200, 1800, 3)) * 255).astype(np.uint8)
+    path = str(tmp_path / "big.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(img).save(path, quality=90, exif=exif.tobytes())
+    whole = image_io.read_photo(path)
+    assert whole.full_size is None and whole.rgb.shape == (1800, 1200, 3)  # upright: turned
+    small = image_io.read_photo(path, at_least=400)
+    assert small.full_size == (1800, 1200)
+    assert small.rgb.shape == (450, 300, 3) and min(small.rgb.shape[:2]) * 4 >= 1200  # scaled by 4, upright
+    assert image_io.read_photo(path, at_least=1000).rgb.shape == whole.rgb.shape  # not more than 2x: whole

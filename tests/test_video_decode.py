@@ -246,3 +246,27 @@ def test_a_phone_video_is_read_upright_by_its_display_matrix(tmp_path, cat_frame
 def test_quarter_turns_from_a_display_rotation():
     assert [decode.quarter_turns(r) for r in (0, -90, 90, 180, -180, 89.6, -271, None, float("nan"))] == \
         [0, 3, 1, 2, 2, 1, 1, 0, 0]
+
+
+def test_a_sequence_of_large_jpegs_decodes_small_as_a_full_decode_would(tmp_path):
+    """Phone photos as frames: libjpeg decodes them at a power-of-two fraction (never below the
+    640-pixel frame), and the frames are what a full decode shrunk gives, within a grey level."""
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(vf.read_rgb(vf.CAT)).resize((2000, 1400), Image.Resampling.BILINEAR))
+    folder = tmp_path / "burst"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(big, 40 * i, axis=1)).save(folder / f"IMG_{i:04d}.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the last one stored turned, as a phone stores a portrait photo
+    Image.fromarray(np.rot90(np.roll(big, 120, axis=1), 1)).save(folder / "IMG_0003.jpg", quality=95,
+                                                                 exif=exif.tobytes())
+    clip = decode.read(str(folder))
+    assert clip.source_size == (1400, 2000) and clip.size == (448, 640) and len(clip) == 4
+    full = [np.asarray(Image.open(folder / f"IMG_{i:04d}.jpg").convert("RGB")) for i in range(3)]
+    for got, f in zip(clip.frames, full):
+        small = np.asarray(Image.fromarray(f).resize((640, 448), Image.Resampling.BOX)).astype(int)
+        assert np.abs(got.astype(int) - small).mean() < 1.5
+    upright = np.asarray(Image.fromarray(np.roll(big, 120, axis=1)).resize((640, 448), Image.Resampling.BOX))
+    assert np.abs(clip.frames[3].astype(int) - upright.astype(int)).mean() < 3  # turned upright, then shrunk

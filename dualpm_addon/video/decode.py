@@ -359,15 +359,15 @@ def _read_images(path, kind, files, start, end, fps, max_side, max_frames, repor
         raise DualPMError(f"{path}: more than {max_frames} frames to fit; choose a part with --start/--end")
     frames, source_size, size = [], None, None
     for i, idx in enumerate(picked):
-        photo = image_io.read_photo(files[idx])
+        photo = image_io.read_photo(files[idx], at_least=max_side)  # a large JPEG decodes small
         rgb = photo.rgb
-        shape = rgb.shape[:2]
+        shape = photo.full_size or rgb.shape[:2]
         if source_size is None:
             source_size, size = shape, reduced_size(*shape, max_side)
         elif shape != source_size:
             raise DualPMError(f"{path}: frames change size at {os.path.basename(files[idx])} "
                               f"({source_size[1]}x{source_size[0]} to {shape[1]}x{shape[0]})")
-        if size != source_size:
+        if size != rgb.shape[:2]:
             rgb = np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BOX), np.uint8)
         frames.append(rgb)
         if report is not None:
