@@ -79,33 +79,6 @@ def _pillow_image(path: str, name: str):
     return new_image(name, rgba[..., :3], alpha=rgba[..., 3])
 
 
-def shrunk_jpeg(path: str, factor: int):
-    """((H // f, W // f, 3) uint8 stored pixels, f) of a large JPEG decoded by libjpeg at a power
-    of two f >= `factor` (its DCT scaling: 0.08 s for 24 MP, against Blender's 1.3 s for the full
-    pixels and 0.4 s more to shrink them), or None where that does not apply: not a JPEG, not RGB
-    or grey (CMYK is left to Blender's conversion), f above 8, or Pillow missing. Pixel i covers
-    the original's [f i, f (i + 1)) as a block mean's does, so the camera scales the same way."""
-    if factor < 2 or factor > 8:
-        return None
-    f = 1 << (int(factor) - 1).bit_length()  # the power of two at or above factor
-    try:
-        from PIL import Image
-    except ImportError:
-        return None
-    try:
-        with Image.open(path) as im:
-            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
-                return None
-            w, h = im.size
-            im.draft(im.mode, (w // f, h // f))  # Pillow picks the scale from the floor sizes
-            if im.size != (-(-w // f), -(-h // f)):  # libjpeg's scaled size rounds up
-                return None
-            rgb = np.asarray(im.convert("RGB"))[: h // f, : w // f]
-    except Exception:  # noqa: BLE001 - Blender decoded it: its own path stands
-        return None
-    return np.ascontiguousarray(rgb), f
-
-
 def truncated_jpeg(path: str) -> bool:
     """A JPEG whose data stops early. Blender decodes what is there and greys the rest (libjpeg
     warns on the console only), which would be reconstructed as if it were the photo. Pillow,

@@ -88,7 +88,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
         orientation = intake.exif_orientation(path) if on_disk else 1
         full = intake.upright_shape(tuple(image.size)[::-1], orientation)
         factor = intake.work_factor(*full)
-        fast = image_load.shrunk_jpeg(path, factor) if on_disk and factor > 1 else None
+        fast = intake.shrunk_jpeg(path, factor) if on_disk and factor > 1 else None
         if fast is not None:  # a large JPEG, decoded small by libjpeg
             rgb, factor = np.ascontiguousarray(intake.orient(fast[0], orientation)), fast[1]
             rgba = np.concatenate([rgb / np.float32(255.0), np.ones(rgb.shape[:2] + (1,), np.float32)], axis=2)

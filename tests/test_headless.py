@@ -403,7 +403,7 @@ def test_a_phone_photo_is_turned_upright_and_a_large_one_shrunk_with_the_camera_
     assert np.allclose(s["sideways"]["animal_box"], s["upright"]["animal_box"], atol=3)
     assert s["large"]["intake"] == {"exif_orientation": 1, "upright_size": [2158, 1417], "work_factor": 2}
     assert s["large"]["photo_size"] == [1079, 708] and s["large"]["rig_iou"] > 0.5
-    # A large JPEG is decoded at half size by libjpeg itself (image_load.shrunk_jpeg): the same sizes.
+    # A large JPEG is decoded at half size by libjpeg itself (intake.shrunk_jpeg): the same sizes.
     large_jpeg = json.loads((out / "large_jpeg.json").read_text())
     assert large_jpeg["intake"] == s["large"]["intake"] and large_jpeg["photo_size"] == [1079, 708]
     assert large_jpeg["rig_iou"] > 0.5

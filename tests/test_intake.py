@@ -81,3 +81,18 @@ def test_describe_says_what_was_done_and_nothing_otherwise():
     assert intake.describe({"exif_orientation": 1, "upright_size": [166, 109], "work_factor": 1}) == ""
     assert intake.describe({"exif_orientation": 6, "upright_size": [3024, 4032], "work_factor": 2}) == \
         "turned upright (EXIF orientation 6), worked on at 1/2 of its 3024x4032"
+
+
+def test_shrunk_jpeg_is_the_block_mean_of_a_full_decode(tmp_path):
+    rng = np.random.default_rng(1)
+    smooth = np.kron(rng.integers(0, 255, (40, 60, 3)), np.ones((30, 30, 1))).astype(np.uint8)  # 1200 x 1800
+    path = str(tmp_path / "big.jpg")
+    Image.fromarray(smooth).save(path, quality=95)
+    rgb, f = intake.shrunk_jpeg(path, 3)  # 3 is not a power of two: libjpeg scales by 4
+    assert f == 4 and rgb.shape == (300, 450, 3) and rgb.dtype == np.uint8
+    with Image.open(path) as im:
+        full = np.asarray(im.convert("RGB"), np.float32)
+    assert np.abs(rgb - intake.shrink(full, 4)).mean() < 2.0  # hard colour edges; a shift by a pixel: ~13
+    Image.fromarray(smooth).save(tmp_path / "big.png")
+    assert intake.shrunk_jpeg(str(tmp_path / "big.png"), 3) is None  # not a JPEG
+    assert intake.shrunk_jpeg(path, 1) is None and intake.shrunk_jpeg(path, 9) is None
