@@ -220,10 +220,14 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
     # segmenter's onnxruntime.
     character = (core("character"), core("character.instance"), core("character.operators")) \
         if request.settings.get("character", "character") == "character" else None
+    # The shape solve's operators (0.3 s) join the warm-up in batch runs (no job), where they then
+    # overlap inference instead of delaying the shape solve; a click keeps the thread short, so the
+    # UI's timer ticks share the two cores with less (the worker builds them when it needs them).
+    solver = job is None
     segmenting = request.photo.mask is None
     if segmenting:
         core("segment").import_runtime()
-    warm = threading.Thread(target=_warm, args=(template, character), daemon=True)
+    warm = threading.Thread(target=_warm, args=(template, character, solver), daemon=True)
     warm.start()
     try:
         predictor.start()
@@ -246,14 +250,15 @@ def start_backend(request: PhotoRequest, report, timings=None, predictor=None, j
     return predictor, warm
 
 
-def _warm(template, character) -> None:
+def _warm(template, character, solver: bool = True) -> None:
     """What the fit and the character (`character`: its package, instance and operators modules,
-    or None) need from the template alone, built once per session."""
+    or None; `solver`: its shape solve's operators too) need from the template alone, built once
+    per session."""
     core("pipeline").fit_context(template)
     if character is not None:
         character[1].texels(character[0].load_character(template))
-        # The shape solve's operators (0.3 s): built here they overlap inference, not the fit.
-        character[2].solver(template)
+        if solver:
+            character[2].solver(template)
 
 
 def build_scene(context, request: PhotoRequest, rec, point_size: float | None = None,
