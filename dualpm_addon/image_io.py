@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DualPMError
+from .intake import ORIENTATION_TAG, upright_shape
 
 ALPHA_MIN_FRACTION = 0.01
 NEEDS_BLENDER = (".exr",)  # without the OpenEXR package
@@ -81,9 +82,7 @@ def read_photo(path, at_least: int | None = None) -> Photo:
                 im.draft(im.mode, (max(1, w // f), max(1, h // f)))
             im.load()
             focal = exif_focal_35mm(im)
-            full = (h, w) if im.size != (w, h) else None
-            if full is not None and int(im.getexif().get(0x0112, 1)) in (5, 6, 7, 8):
-                full = (w, h)  # turned upright below
+            full = None if im.size == (w, h) else upright_shape((h, w), int(im.getexif().get(ORIENTATION_TAG, 1)))
             im = ImageOps.exif_transpose(im)
             rgb, alpha = _pil_to_arrays(im)
     except UnidentifiedImageError:

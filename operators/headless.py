@@ -406,8 +406,8 @@ def run(args) -> int:
                     _say(f"[{i}/{len(names)}] {label}: ok, animal {summary['animal_index']} of "
                          f"{summary['animals_found']}, mask {m['source']}"
                          f"{' ' + os.path.basename(m['path']) if m['path'] else ''}, "
-                         f"{turned + ', ' if turned else ''}{summary['points_kept']} points, {summary['bones_fitted']} bones "
-                         f"fitted, residual {summary['fit_residual_rms_m'] * 100:.1f} cm; " +
+                         f"{turned + ', ' if turned else ''}{summary['points_kept']} points, "
+                         f"{summary['bones_fitted']} bones fitted, residual {summary['fit_residual_rms_m'] * 100:.1f} cm; " +
                          ", ".join(f"{k} {t[k]:.2f} s" for k in ("load", "inference", "fit", "import") if k in t))
             except KeyboardInterrupt:
                 raise

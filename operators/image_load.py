@@ -116,11 +116,11 @@ def to_rgb8(image, rgba: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgba[..., :3] * 255.0), 0, 255).astype(np.uint8)
 
 
-def alpha_mask(rgba: np.ndarray, required: bool, name: str) -> np.ndarray | None:
+def alpha_mask(rgba: np.ndarray | None, required: bool, name: str) -> np.ndarray | None:
     """The alpha channel as a mask where it marks the animal out; with `required`, an error
-    when it does not (the user asked for the alpha mask)."""
-    mask = rgba[..., 3] >= 0.5
-    frac = float(mask.mean())
+    when it does not (the user asked for the alpha mask). rgba None: an image without alpha."""
+    mask = rgba[..., 3] >= 0.5 if rgba is not None else None
+    frac = float(mask.mean()) if mask is not None else 1.0
     if ALPHA_MIN_FRACTION <= frac <= 1.0 - ALPHA_MIN_FRACTION:
         return np.ascontiguousarray(mask)
     if required:

@@ -47,10 +47,18 @@ class PhotoRequest:
         self.mask_source = mask_source  # "file" (mask_path), "image" (the panel's), "alpha" or "none"
         self.all_animals = all_animals  # one reconstruction per animal found, not only the largest
         self.animal_errors = []  # (animal index, DualPMError) of animals left out by run_inference_all
-        # (factor, (H, W)): the working photo is the camera background's pixels shrunk by factor
-        # (intake.py); the camera is made for the background's size
-        self.display = (1, tuple(photo.rgb.shape[:2])) if photo is not None else (1, (0, 0))
         self.intake = {}  # NAME.json's "intake": EXIF orientation applied, the upright size, the factor
+
+    @property
+    def display(self) -> tuple:
+        """(factor, (H, W)): the camera background's pixels shrunk by factor are the working photo
+        (intake.py), and the camera is made for the background's size. A photo turned upright has
+        the working photo itself as its background."""
+        i = self.intake
+        if not i or i["exif_orientation"] != 1:
+            return 1, tuple(self.photo.rgb.shape[:2])
+        w, h = i["upright_size"]
+        return int(i["work_factor"]), (int(h), int(w))
 
 
 def gather(context, filepath: str = "", mask_path: str = "", timings: dict | None = None,
@@ -83,19 +91,18 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
         if new:
             created.append(image)
         # Upright (EXIF orientation) and at most intake.WORK_MAX_SIDE a side (dualpm_addon/intake.py).
+        # Both readers of the file answer "upright" and "no fast path" where there is no file.
         intake = core("intake")
-        on_disk = bool(path) and os.path.isfile(path)
-        orientation = intake.exif_orientation(path) if on_disk else 1
+        orientation = intake.exif_orientation(path)
         full = intake.upright_shape(tuple(image.size)[::-1], orientation)
         factor = intake.work_factor(*full)
-        fast = intake.shrunk_jpeg(path, factor) if on_disk and factor > 1 else None
-        if fast is not None:  # a large JPEG, decoded small by libjpeg
+        fast = intake.shrunk_jpeg(path, factor)
+        if fast is not None:  # a large JPEG, decoded small by libjpeg (no alpha channel)
             rgb, factor = np.ascontiguousarray(intake.orient(fast[0], orientation)), fast[1]
-            rgba = np.concatenate([rgb / np.float32(255.0), np.ones(rgb.shape[:2] + (1,), np.float32)], axis=2)
+            rgba = None
         else:
             rgba = intake.shrink(intake.orient(image_load.pixels(image), orientation), factor)
             rgb = image_load.to_rgb8(image, rgba)
-        display = (factor, full)
         if orientation != 1:
             # Blender shows the stored pixels: the camera's background is the upright photo.
             upright = image_load.new_image(f"{image.name} upright", rgb)
@@ -103,7 +110,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
             if new:
                 created.remove(image)
                 bpy.data.images.remove(image)
-            image, display = upright, (1, tuple(rgb.shape[:2]))
+            image = upright
         mask, mask_source = None, "none"
         mode = mask_mode or (s.mask_mode if s is not None else "NONE")
         if mask_path:
@@ -118,7 +125,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
                     bpy.data.images.remove(mimage)
             mask_source = "file"
         elif mode in ("ALPHA", "AUTO"):
-            mask = image_load.alpha_mask(rgba, mode == "ALPHA", image.name)
+            mask = image_load.alpha_mask(rgba, mode == "ALPHA", image.name)  # rgba None: opaque
             mask_source = "alpha" if mask is not None else "none"
         elif mode == "IMAGE":
             if s is None or s.mask_image is None:
@@ -141,7 +148,6 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
     settings["motion"] = str(getattr(s, "motion", "IDLE")).lower()
     request = PhotoRequest(photo, image, created, settings, mask_source,
                            all_animals=bool(getattr(s, "all_animals", False)))
-    request.display = display
     request.intake = {"exif_orientation": int(orientation), "upright_size": [int(full[1]), int(full[0])],
                       "work_factor": int(factor)}
     return request
@@ -149,8 +155,7 @@ def gather(context, filepath: str = "", mask_path: str = "", timings: dict | Non
 
 def _orientation_of(image, path: str = "") -> int:
     """A mask image's own EXIF orientation (a mask saved by a phone app is stored as its photo)."""
-    path = path or image_load.image_file_path(image)
-    return core("intake").exif_orientation(path) if path and os.path.isfile(path) else 1
+    return core("intake").exif_orientation(path or image_load.image_file_path(image))
 
 
 def pipeline_settings(settings: dict):
